@@ -1,0 +1,65 @@
+"""Start the stamp_ros node (and optionally RViz).
+
+    ros2 launch stamp_ros stamp.launch.py model:=JiaZL/STAMP-2B-uni image:=/camera/color/image_raw
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+ARGUMENTS = {
+    "model": ("", "hub id or local path of the STAMP checkpoint (empty: the params_file value)"),
+    "namespace": ("", "namespace of the node and its topics"),
+    "image": ("image", "camera image topic (sensor_msgs/Image); image/compressed follows it"),
+    "query": ("query", "topic of plain-text queries (std_msgs/String)"),
+    "depth": ("depth", "aligned depth image topic (16UC1 mm or 32FC1 m), optional"),
+    "camera_info": ("camera_info", "CameraInfo topic of the depth/colour camera, optional"),
+    "params_file": ("", "YAML parameters (default: share/stamp_ros/config/stamp.yaml)"),
+    "use_rviz": ("false", "also start RViz with config/stamp.rviz"),
+}
+
+
+def _nodes(context):
+    share = get_package_share_directory("stamp_ros")
+    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
+        share, "config", "stamp.yaml")
+    parameters = [params_file]
+    model = LaunchConfiguration("model").perform(context)
+    if model:
+        parameters.append({"model": model})
+    image = LaunchConfiguration("image").perform(context)
+    stamp = Node(
+        package="stamp_ros",
+        executable="stamp_node",
+        name="stamp_node",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=parameters,
+        remappings=[
+            ("image", image),
+            ("image/compressed", image + "/compressed"),
+            ("query", LaunchConfiguration("query")),
+            ("depth", LaunchConfiguration("depth")),
+            ("camera_info", LaunchConfiguration("camera_info")),
+        ],
+        output="screen",
+        emulate_tty=True,
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="stamp_rviz",
+        arguments=["-d", os.path.join(share, "config", "stamp.rviz")],
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
+    )
+    return [stamp, rviz]
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(name, default_value=default, description=doc)
+                for name, (default, doc) in ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

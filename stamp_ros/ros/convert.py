@@ -1,0 +1,593 @@
+"""sensor_msgs ``Image`` / ``CompressedImage`` <-> numpy, for every common encoding.
+
+There is no usable cv_bridge for ROS 2 on PyPI (the ``cv-bridge`` wheel is a ROS 1 port that
+breaks on NumPy 2 and OpenCV 5 and silently mangles 16UC1), so the node converts images itself.
+
+Design rules, each one learnt from a way image callbacks go wrong on robots:
+
+* Messages come from the network and may be malformed. Every declared size is checked against
+  the payload *before* anything is allocated from it, and every failure is an
+  :class:`ImageConversionError` (a ``ValueError``) that the node turns into a logged error,
+  never an unhandled exception or a multi-gigabyte allocation.
+* ``step`` and ``is_bigendian`` are honoured: padded rows come from GPU/ISP drivers, big-endian
+  data from some industrial cameras and from rosbag files recorded on other machines.
+* Incoming data is read through strided numpy *views* of ``msg.data`` (no copy) and copied only
+  when a conversion has to produce new pixels anyway.
+* Outgoing data is assigned as ``array.array('B')`` filled with ``frombytes``: Humble asserts
+  field types on every assignment, where ``bytes`` of a 1080p frame take ~0.7 s to check and an
+  ndarray is rejected outright.
+"""
+
+from __future__ import annotations
+
+import array
+import re
+import struct
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "MAX_PIXELS",
+    "ImageConversionError",
+    "array_to_image_msg",
+    "compressed_depth_to_array",
+    "compressed_msg_to_rgb",
+    "image_msg_to_array",
+    "image_msg_to_rgb",
+    "mono8_to_image_msg",
+    "rgb_to_image_msg",
+]
+
+MAX_PIXELS = 100_000_000
+"""Largest width*height accepted (100 MP). No robot camera comes close; anything above is a
+corrupt or hostile header, and refusing it early keeps one bad message from exhausting memory."""
+
+
+class ImageConversionError(ValueError):
+    """A message that cannot be turned into pixels (malformed, unsupported or undecodable).
+
+    A ``ValueError`` so that generic input-validation handlers catch it too.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding table
+
+# name -> (element dtype without byte order, channels, how to turn it into RGB)
+_NAMED: dict[str, tuple[str, int, str]] = {
+    "rgb8": ("u1", 3, "rgb"),
+    "bgr8": ("u1", 3, "bgr"),
+    "rgba8": ("u1", 4, "rgba"),
+    "bgra8": ("u1", 4, "bgra"),
+    "rgb16": ("u2", 3, "rgb"),
+    "bgr16": ("u2", 3, "bgr"),
+    "rgba16": ("u2", 4, "rgba"),
+    "bgra16": ("u2", 4, "bgra"),
+    "mono8": ("u1", 1, "mono"),
+    "mono16": ("u2", 1, "mono"),
+    # uyvy and yuyv are the current names; yuv422 / yuv422_yuy2 the older aliases for them.
+    "uyvy": ("u1", 2, "uyvy"),
+    "yuv422": ("u1", 2, "uyvy"),
+    "yuyv": ("u1", 2, "yuyv"),
+    "yuv422_yuy2": ("u1", 2, "yuyv"),
+    # Semi-planar 4:2:0: a full-resolution Y plane followed by a half-height interleaved UV plane.
+    "nv12": ("u1", 1, "nv12"),
+    "nv21": ("u1", 1, "nv21"),
+}
+for _pattern in ("rggb", "bggr", "gbrg", "grbg"):
+    _NAMED[f"bayer_{_pattern}8"] = ("u1", 1, f"bayer_{_pattern}")
+    _NAMED[f"bayer_{_pattern}16"] = ("u2", 1, f"bayer_{_pattern}")
+
+# OpenCV encodings as ROS spells them ("16UC1"); a missing channel count means one channel.
+_GENERIC_RE = re.compile(r"^(8|16|32|64)([USF])C([1-4]?)$")
+_GENERIC_DTYPES = {
+    ("8", "U"): "u1",
+    ("8", "S"): "i1",
+    ("16", "U"): "u2",
+    ("16", "S"): "i2",
+    ("32", "S"): "i4",
+    ("32", "F"): "f4",
+    ("64", "F"): "f8",
+}
+
+# Named by the colour of the top-left 2x2 cell, as ROS does; the constants with the full
+# four-letter name are aliases of OpenCV's historically confusing two-letter ones.
+_BAYER_CODES = {
+    "bayer_rggb": cv2.COLOR_BayerRGGB2RGB,
+    "bayer_bggr": cv2.COLOR_BayerBGGR2RGB,
+    "bayer_gbrg": cv2.COLOR_BayerGBRG2RGB,
+    "bayer_grbg": cv2.COLOR_BayerGRBG2RGB,
+}
+_SWIZZLE_CODES = {
+    "bgr": cv2.COLOR_BGR2RGB,
+    "rgba": cv2.COLOR_RGBA2RGB,
+    "bgra": cv2.COLOR_BGRA2RGB,
+}
+_YUV_CODES = {
+    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuyv": cv2.COLOR_YUV2RGB_YUY2,
+    "nv12": cv2.COLOR_YUV2RGB_NV12,
+    "nv21": cv2.COLOR_YUV2RGB_NV21,
+}
+
+
+def _layout(encoding: Any) -> tuple[np.dtype, int, str]:
+    """(little-endian element dtype, channels, kind) of an encoding, or ImageConversionError."""
+    if not isinstance(encoding, str) or not encoding.strip():
+        raise ImageConversionError(f"missing or invalid image encoding {encoding!r}")
+    enc = encoding.strip()
+    entry = _NAMED.get(enc) or _NAMED.get(enc.lower())
+    if entry is not None:
+        base, channels, kind = entry
+        return np.dtype("<" + base), channels, kind
+    m = _GENERIC_RE.match(enc.upper())
+    if m is not None and (m.group(1), m.group(2)) in _GENERIC_DTYPES:
+        base = _GENERIC_DTYPES[(m.group(1), m.group(2))]
+        return np.dtype("<" + base), int(m.group(3) or 1), "generic"
+    raise ImageConversionError(f"unsupported image encoding {encoding!r}")
+
+
+def _as_uint8_buffer(data: Any) -> np.ndarray:
+    """A flat uint8 view of a message's ``data`` without copying it where possible.
+
+    rclpy hands out ``array.array('B')``; hand-built messages may carry bytes, lists or arrays.
+    """
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8:
+        return np.ascontiguousarray(data).reshape(-1)
+    if not isinstance(data, np.ndarray):
+        try:
+            return np.frombuffer(data, dtype=np.uint8)
+        except (TypeError, ValueError):  # no buffer protocol, or a non-contiguous one
+            pass
+    try:
+        values = np.asarray(data).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ImageConversionError(f"image data is not a byte sequence: {exc}") from None
+    # Range-check explicitly: NumPy 1.x would silently wrap 300 to 44.
+    if values.dtype.kind not in "uib" or (
+        values.size and (int(values.min()) < 0 or int(values.max()) > 255)
+    ):
+        raise ImageConversionError("image data is not a sequence of byte values 0..255")
+    return values.astype(np.uint8)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise ImageConversionError(f"image {name} is not an integer: {value!r}") from None
+    if out <= 0:
+        raise ImageConversionError(f"image {name} must be positive, got {out}")
+    return out
+
+
+def _raw_view(msg: Any, max_pixels: int) -> tuple[np.ndarray, str]:
+    """Validate ``msg`` and return a read-only strided view of its pixels (file byte order).
+
+    The view has shape (rows, width) for one channel and (rows, width, channels) otherwise,
+    where rows is ``height`` except for NV12/NV21 (1.5 x height, Y plane then UV plane).
+    """
+    dtype, channels, kind = _layout(getattr(msg, "encoding", None))
+    height = _positive_int(getattr(msg, "height", 0), "height")
+    width = _positive_int(getattr(msg, "width", 0), "width")
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            f"declared size {width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
+    rows = height
+    if kind in ("uyvy", "yuyv") and width % 2:
+        raise ImageConversionError(f"{msg.encoding} needs an even width, got {width}")
+    if kind in ("nv12", "nv21"):
+        if width % 2 or height % 2:
+            raise ImageConversionError(
+                f"{msg.encoding} needs even width and height, got {width}x{height}"
+            )
+        rows = height * 3 // 2
+    pixel_bytes = dtype.itemsize * channels
+    raw_step = getattr(msg, "step", None)
+    try:
+        step = int(raw_step)
+    except (TypeError, ValueError):
+        raise ImageConversionError(f"image step is not an integer: {raw_step!r}") from None
+    if step < width * pixel_bytes:
+        raise ImageConversionError(
+            f"step {step} is smaller than width*bytes_per_pixel = {width}*{pixel_bytes}"
+        )
+    buf = _as_uint8_buffer(getattr(msg, "data", b""))
+    needed = step * rows
+    if buf.size < needed:
+        raise ImageConversionError(
+            f"image data has {buf.size} bytes, {msg.encoding} {width}x{height} with step "
+            f"{step} needs {needed}"
+        )
+    if dtype.itemsize > 1 and getattr(msg, "is_bigendian", 0):
+        dtype = dtype.newbyteorder(">")
+    if channels == 1:
+        shape: tuple[int, ...] = (rows, width)
+        strides: tuple[int, ...] = (step, dtype.itemsize)
+    else:
+        shape = (rows, width, channels)
+        strides = (step, pixel_bytes, dtype.itemsize)
+    view = np.ndarray(shape=shape, dtype=dtype, buffer=buf, strides=strides)
+    # Writing through the view would silently edit a message other subscribers may share.
+    view.flags.writeable = False
+    return view, kind
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """Same values in the machine's byte order; copies only when the order differs."""
+    if a.dtype.isnative:
+        return a
+    return a.astype(a.dtype.newbyteorder("="))
+
+
+# ---------------------------------------------------------------------------------------------
+# Image -> numpy
+
+
+def image_msg_to_array(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Pixels of a ``sensor_msgs/Image`` in their own dtype and channel count.
+
+    This is the depth path (16UC1 millimetres, 32FC1 metres with NaN for invalid), where any
+    rescaling would destroy the measurement. The result is a read-only view sharing memory with
+    ``msg.data`` whenever the data is in native byte order (padded ``step`` included); copy it
+    before writing. Shape is (H, W) for one channel, (H, W, C) otherwise; packed YUV 4:2:2 is
+    (H, W, 2) and NV12/NV21 is the (1.5*H, W) plane stack, as OpenCV expects them.
+    """
+    view, _ = _raw_view(msg, max_pixels)
+    return _native(view)
+
+
+def _scale16(a: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 by round(v / 257), which maps 0..65535 exactly onto 0..255 and
+    inverts the usual 8->16 bit expansion v * 257."""
+    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    """Min-max stretch to uint8 over the finite values, non-finite pixels -> 0.
+
+    Generic depth/float images have no display range of their own; stretching what is there
+    is what a human looking at an overlay expects.
+    """
+    work = a.astype(np.float64 if a.dtype.itemsize >= 4 else np.float32)
+    finite = np.isfinite(work)
+    all_finite = bool(finite.all())
+    if not all_finite and not finite.any():
+        return np.zeros(a.shape, dtype=np.uint8)
+    values = work if all_finite else work[finite]
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:  # no contrast to show
+        return np.zeros(a.shape, dtype=np.uint8)
+    scaled = (work - lo) * (255.0 / (hi - lo))
+    if not all_finite:
+        scaled[~finite] = 0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _to_uint8(a: np.ndarray, generic: bool = False) -> np.ndarray:
+    """Named 16-bit encodings are intensities and get scaled; generic ones (16UC1, 32FC1...)
+    carry measurements such as depth, whose useful range is whatever the frame contains."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16 and not generic:
+        return _scale16(a)
+    return _normalise(a)
+
+
+def _cvt(a: np.ndarray, code: int, encoding: str) -> np.ndarray:
+    try:
+        return cv2.cvtColor(a, code)
+    except cv2.error as exc:
+        raise ImageConversionError(f"OpenCV could not convert {encoding}: {exc}") from None
+
+
+def image_msg_to_rgb(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A ``sensor_msgs/Image`` as an (H, W, 3) uint8 RGB array, whatever its encoding.
+
+    The model, the overlay and the CLI all want 8-bit RGB, so every encoding is brought there:
+    16-bit colour/mono is scaled (v/257), float and other generic single-channel images are
+    min-max stretched (NaN -> 0), Bayer is demosaiced and YUV converted by OpenCV, alpha is
+    dropped. 3- and 4-channel generic encodings (8UC3, 8UC4) are read as BGR(A), OpenCV's
+    convention. For rgb8 with unpadded rows the result is a read-only view of ``msg.data``
+    (no copy); everything else is a new array.
+
+    Raises ImageConversionError for malformed or unsupported messages.
+    """
+    view, kind = _raw_view(msg, max_pixels)
+    a = _native(view)
+    encoding = msg.encoding
+    if kind == "rgb":
+        out = _to_uint8(a)
+    elif kind in _SWIZZLE_CODES:
+        # cv2 swaps channels several times faster than a numpy [..., ::-1] copy.
+        out = _cvt(_to_uint8(a), _SWIZZLE_CODES[kind], encoding)
+    elif kind == "mono":
+        out = _cvt(_to_uint8(a), cv2.COLOR_GRAY2RGB, encoding)
+    elif kind.startswith("bayer_"):
+        # Demosaic at full depth first so 16-bit sensors keep their precision in the
+        # interpolation, then scale.
+        out = _to_uint8(_cvt(np.ascontiguousarray(a), _BAYER_CODES[kind], encoding))
+    elif kind in _YUV_CODES:
+        out = _cvt(np.ascontiguousarray(a), _YUV_CODES[kind], encoding)
+    else:  # generic nUC/nSC/nFC
+        channels = 1 if a.ndim == 2 else a.shape[2]
+        if channels == 1:
+            out = _cvt(_to_uint8(a, generic=True), cv2.COLOR_GRAY2RGB, encoding)
+        elif channels in (3, 4):
+            code = _SWIZZLE_CODES["bgr" if channels == 3 else "bgra"]
+            out = _cvt(_to_uint8(a, generic=True), code, encoding)
+        else:
+            raise ImageConversionError(
+                f"{encoding} has {channels} channels and no RGB interpretation; "
+                "use image_msg_to_array"
+            )
+    return np.ascontiguousarray(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# CompressedImage -> numpy
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_DEPTH_HEADER = struct.Struct("<iff")  # compressedDepth: int32 format, float quant_a, quant_b
+
+
+def _png_size(data: memoryview) -> tuple[int, int]:
+    # The IHDR chunk must come first: 8-byte magic, 4 length, 4 "IHDR", then width, height.
+    if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+        raise ImageConversionError("PNG data is truncated or has no IHDR chunk")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int]:
+    """Width and height from the first SOF segment, walking marker segments from the start.
+
+    Only headers are read, so a hostile 60000x60000 JPEG of a few kilobytes is refused
+    before the decoder allocates gigabytes for it.
+    """
+    i, n = 2, len(data)
+    while i < n:
+        if data[i] != 0xFF:
+            raise ImageConversionError("JPEG data is corrupt (marker expected)")
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            break
+        marker = data[i]
+        i += 1
+        if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue  # standalone markers carry no length
+        if marker in (0xD9, 0xDA):
+            break  # end of image / start of scan before any frame header
+        if i + 2 > n:
+            break
+        (length,) = struct.unpack(">H", data[i : i + 2])
+        if length < 2:
+            raise ImageConversionError("JPEG data is corrupt (bad segment length)")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 7 > n:
+                break
+            height, width = struct.unpack(">HH", data[i + 3 : i + 7])
+            return width, height
+        i += length
+    raise ImageConversionError("JPEG data is truncated or has no frame header")
+
+
+def _decode_checked(payload: np.ndarray, what: str, max_pixels: int) -> np.ndarray:
+    """Decode PNG/JPEG bytes with IMREAD_UNCHANGED after checking the header's pixel count.
+
+    IMREAD_UNCHANGED keeps 16-bit PNGs and, unlike IMREAD_COLOR, ignores EXIF rotation:
+    a camera frame must stay pixel-aligned with its CameraInfo and depth.
+    """
+    head = memoryview(payload)  # header parsing touches a few bytes; no copy of the payload
+    if bytes(head[:8]) == _PNG_MAGIC:
+        width, height = _png_size(head)
+    elif bytes(head[:3]) == _JPEG_MAGIC:
+        width, height = _jpeg_size(head)
+    else:
+        raise ImageConversionError(f"{what}: data is neither PNG nor JPEG")
+    if width <= 0 or height <= 0:
+        raise ImageConversionError(f"{what}: header declares an empty {width}x{height} image")
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            f"{what}: header declares {width}x{height}, over the limit of {max_pixels} pixels"
+        )
+    try:
+        img = cv2.imdecode(payload, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageConversionError(f"{what}: decoding failed: {exc}") from None
+    if img is None or img.size == 0:
+        raise ImageConversionError(f"{what}: data could not be decoded")
+    return img
+
+
+def compressed_msg_to_rgb(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (JPEG or PNG) as an (H, W, 3) uint8 RGB array.
+
+    The container is recognised from the payload's magic bytes rather than ``format``: the
+    format string varies between publishers ("jpeg", "rgb8; jpeg compressed bgr8", ...), while
+    the bytes cannot lie. The decoded image is always treated as BGR, as image_transport's own
+    subscriber does, because encoders are fed BGR whatever the source encoding was.
+    compressedDepth payloads are refused here; use :func:`compressed_depth_to_array`.
+    """
+    fmt = str(getattr(msg, "format", ""))
+    if "compresseddepth" in fmt.lower():
+        raise ImageConversionError(
+            f"format {fmt!r} is a depth image; use compressed_depth_to_array"
+        )
+    payload = _as_uint8_buffer(getattr(msg, "data", b""))
+    img = _decode_checked(payload, f"CompressedImage ({fmt or 'no format'})", max_pixels)
+    if img.dtype == np.uint16:
+        img = _scale16(img)
+    elif img.dtype != np.uint8:
+        raise ImageConversionError(f"decoded image has unsupported dtype {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise ImageConversionError(f"decoded image has {img.shape[2]} channels")
+
+
+def compressed_depth_to_array(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A ``compressedDepth`` CompressedImage as a depth array.
+
+    Returns (H, W) uint16 millimetres for ``16UC1`` and float32 metres for ``32FC1`` (NaN where
+    the sensor had no reading), i.e. what :func:`image_msg_to_array` returns for the raw topic.
+    The payload is a 16-bit PNG behind a 12-byte header (int32 format, float32 quantisation
+    parameters A and B); 32FC1 depth was stored as inverse depth ``A / d + B``. Payloads
+    without the header (very old publishers) are accepted too. The RVL codec is not supported.
+    """
+    fmt = str(getattr(msg, "format", ""))
+    if "rvl" in fmt.lower():
+        raise ImageConversionError(f"compressedDepth codec in {fmt!r} is not supported (RVL)")
+    encoding = fmt.split(";", 1)[0].strip().upper() if ";" in fmt else "16UC1"
+    if encoding not in ("16UC1", "32FC1"):
+        raise ImageConversionError(f"compressedDepth format {fmt!r}: unknown depth encoding")
+    payload = _as_uint8_buffer(getattr(msg, "data", b""))
+    quant_a = quant_b = 0.0
+    if payload[:8].tobytes() == _PNG_MAGIC:
+        png = payload
+    elif payload.size > _DEPTH_HEADER.size and (
+        payload[_DEPTH_HEADER.size : _DEPTH_HEADER.size + 8].tobytes() == _PNG_MAGIC
+    ):
+        _, quant_a, quant_b = _DEPTH_HEADER.unpack(payload[: _DEPTH_HEADER.size].tobytes())
+        png = payload[_DEPTH_HEADER.size :]
+    else:
+        raise ImageConversionError(f"compressedDepth ({fmt}): no PNG payload found")
+    img = _decode_checked(png, f"compressedDepth ({fmt})", max_pixels)
+    if img.dtype != np.uint16 or img.ndim != 2:
+        raise ImageConversionError(
+            f"compressedDepth ({fmt}): expected a one-channel 16-bit PNG, got "
+            f"{img.dtype} with shape {img.shape}"
+        )
+    if encoding == "16UC1":
+        return img
+    if not np.isfinite(quant_a) or not np.isfinite(quant_b) or quant_a == 0.0:
+        raise ImageConversionError(f"compressedDepth ({fmt}): invalid quantisation header")
+    inv = img.astype(np.float32)
+    valid = img != 0
+    depth = np.full(img.shape, np.nan, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth[valid] = np.float32(quant_a) / (inv[valid] - np.float32(quant_b))
+    return depth
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy -> Image
+
+
+def _image_msg(
+    header: Any, height: int, width: int, encoding: str, step: int, bigendian: bool, raw: Any
+) -> Any:
+    """Build the message with exactly the Python types Humble's field assertions accept."""
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height = int(height)
+    msg.width = int(width)
+    msg.encoding = str(encoding)
+    msg.is_bigendian = 1 if bigendian else 0
+    msg.step = int(step)
+    data = array.array("B")
+    data.frombytes(raw)  # one copy; raw is any contiguous byte buffer
+    msg.data = data
+    return msg
+
+
+def _flat_bytes(a: np.ndarray) -> np.ndarray:
+    """A flat uint8 view of ``a`` (copying only if it is not C-contiguous)."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header: Any = None, encoding: str = "rgb8") -> Any:
+    """An (H, W, 3) uint8 RGB array as a ``sensor_msgs/Image`` (``rgb8`` or ``bgr8``).
+
+    ``header`` is attached as is (``None``: an empty header), so results stay stamped with
+    the source frame's time and frame_id.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
+    if encoding == "bgr8":
+        rgb = rgb[..., ::-1]
+    elif encoding != "rgb8":
+        raise ValueError(f"rgb_to_image_msg writes rgb8 or bgr8, not {encoding!r}")
+    h, w = rgb.shape[:2]
+    return _image_msg(header, h, w, encoding, w * 3, False, _flat_bytes(rgb))
+
+
+def mono8_to_image_msg(mask_uint8: np.ndarray, header: Any = None) -> Any:
+    """An (H, W) mask as a ``mono8`` ``sensor_msgs/Image``.
+
+    uint8 values are sent unchanged (use 0/255 for a mask RViz shows visibly); a bool mask is
+    written as 0/255 since a 0/1 image looks all black.
+    """
+    mask = np.asarray(mask_uint8)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+    if mask.dtype == np.bool_:
+        mask = mask.view(np.uint8) * np.uint8(255)
+    elif mask.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 or bool mask, got {mask.dtype}")
+    h, w = mask.shape
+    return _image_msg(header, h, w, "mono8", w, False, _flat_bytes(mask))
+
+
+def array_to_image_msg(
+    arr: np.ndarray,
+    encoding: str,
+    header: Any = None,
+    *,
+    is_bigendian: bool = False,
+    step: int | None = None,
+    pad_value: int = 0,
+) -> Any:
+    """A raw array as a ``sensor_msgs/Image`` of any supported encoding.
+
+    The inverse of :func:`image_msg_to_array`: ``arr`` has the layout that function returns
+    ((H, W) or (H, W, C) of the encoding's dtype, (H, W, 2) uint8 for packed YUV 4:2:2,
+    (1.5*H, W) uint8 for NV12/NV21). ``is_bigendian`` and a ``step`` larger than the row size
+    produce the byte layouts other machines send, so every reader path can be tested; padding
+    bytes get ``pad_value`` so a reader that leaks them is caught.
+    """
+    dtype, channels, kind = _layout(encoding)
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] == 1 and channels == 1:
+        a = a[..., 0]
+    expected_ndim = 2 if channels == 1 else 3
+    if a.ndim != expected_ndim or (channels > 1 and a.shape[2] != channels):
+        want = "(H, W)" if channels == 1 else f"(H, W, {channels})"
+        raise ValueError(f"{encoding} needs an array of shape {want}, got {a.shape}")
+    if a.dtype.kind != dtype.kind or a.dtype.itemsize != dtype.itemsize:
+        raise ValueError(f"{encoding} needs dtype {dtype.name}, got {a.dtype}")
+    rows, width = a.shape[:2]
+    height = rows
+    if kind in ("nv12", "nv21"):
+        if rows % 3:
+            raise ValueError(f"{encoding} needs 1.5*H rows (a multiple of 3), got {rows}")
+        height = rows * 2 // 3
+    if kind in ("uyvy", "yuyv", "nv12", "nv21") and width % 2:
+        raise ValueError(f"{encoding} needs an even width, got {width}")
+    big = bool(is_bigendian) and dtype.itemsize > 1
+    out_dtype = dtype.newbyteorder(">" if big else "<")
+    row_bytes = width * channels * dtype.itemsize
+    if step is None:
+        step = row_bytes
+    if step < row_bytes:
+        raise ValueError(f"step {step} is smaller than the row size {row_bytes}")
+    packed = np.ascontiguousarray(a, dtype=out_dtype).reshape(rows, -1).view(np.uint8)
+    if step != row_bytes:
+        padded = np.full((rows, step), pad_value, dtype=np.uint8)
+        padded[:, :row_bytes] = packed
+        packed = padded
+    return _image_msg(header, height, width, encoding, step, big, packed.reshape(-1))

@@ -1,0 +1,93 @@
+"""Every node parameter in one table: default, type, description, limits, and whether a change
+needs the model reloaded.
+
+The node declares them from this table, the README table and config/stamp.yaml are checked
+against it by the tests, so the documented interface cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MODEL_DEFAULT = "JiaZL/STAMP-2B-uni"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[Any, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+    reload: bool = False
+    """True: the value is read when the node configures/activates; changing it while the node
+    is active is refused with a reason (deactivate, set, activate)."""
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("model", MODEL_DEFAULT, "STAMP checkpoint: hub id or local directory (full model or "
+          "PEFT LoRA adapter such as JiaZL/STAMP-7B-lora)", reload=True),
+    Param("device", "auto", "where the model runs: auto (cuda when available), cuda, cuda:N, cpu",
+          reload=True),
+    Param("dtype", "auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32",
+          choices=("auto", "bf16", "fp16", "fp32"), reload=True),
+    Param("min_pixels", 1024 * 28 * 28, "smallest resized image area (Qwen2-VL processor)",
+          min_value=28 * 28, reload=True),
+    Param("max_pixels", 1280 * 28 * 28, "largest resized image area (Qwen2-VL processor)",
+          min_value=28 * 28, reload=True),
+    Param("max_new_tokens", 128, "longest answer the model may write", min_value=1,
+          max_value=4096),
+    Param("mask_upsample", "nearest", "grid to full resolution: nearest (as the reference "
+          "code) or bilinear (smooth: bilinear logits thresholded at 0)",
+          choices=("nearest", "bilinear")),
+    Param("refine", "none", "mask refinement: none, or sam (needs segment-anything and "
+          "sam_checkpoint)", choices=("none", "sam"), reload=True),
+    Param("sam_checkpoint", "", "path of the SAM ViT-H checkpoint when refine is sam",
+          reload=True),
+    Param("mode", "once", "once: each query answers once on a fresh frame; continuous: the "
+          "last query runs on every new frame, dropping frames while busy",
+          choices=("once", "continuous")),
+    Param("reanswer_every", 30, "continuous mode: regenerate the answer every N frames and "
+          "reuse (teacher-force) it in between; 1 = always generate", min_value=1),
+    Param("max_frame_age", 1.0, "seconds: the oldest frame a query may be answered on "
+          "(age since the node received it)", min_value=0.0),
+    Param("frame_timeout", 2.0, "seconds a query waits for a fresh frame before an error "
+          "result", min_value=0.0),
+    Param("max_pending", 4, "requests that may wait for the model; more are answered with an "
+          "error result", min_value=1, max_value=1000, reload=True),
+    Param("use_compressed", False, "subscribe to image/compressed (CompressedImage) instead of "
+          "image", reload=True),
+    Param("image_reliability", "reliable", "QoS reliability of the image subscription: "
+          "reliable or best_effort (match your camera driver)",
+          choices=("reliable", "best_effort"), reload=True),
+    Param("publish_overlay", True, "publish ~/overlay (only built while someone subscribes)"),
+    Param("system_prompt", "You are a helpful assistant.", "system message of the chat"),
+    Param("depth_scale", 0.001, "metres per raw unit of 16UC1 depth images (32FC1 is metres)",
+          min_value=0.0),
+    Param("depth_max_skew", 0.05, "seconds: largest stamp difference between a colour frame "
+          "and the depth image paired with it", min_value=0.0),
+    Param("target_frame", "", "TF frame for 3D outputs; empty = the camera optical frame"),
+    Param("stats_period", 30.0, "seconds between ~/stats log lines and /diagnostics updates "
+          "(0 = off)", min_value=0.0),
+)
+
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+
+def validate(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``, or None when it is."""
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(map(str, spec.choices))}, got {value!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.min_value is not None and value < spec.min_value:
+            return f"{name} must be >= {spec.min_value:g}, got {value}"
+        if spec.max_value is not None and value > spec.max_value:
+            return f"{name} must be <= {spec.max_value:g}, got {value}"
+    if name == "model" and not str(value).strip():
+        return "model must name a hub id or a local directory"
+    return None
