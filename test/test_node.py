@@ -129,7 +129,8 @@ def test_service_and_action_with_inline_image(processes, ros_client, checkpoint)
     assert wrapped.result.result.success, wrapped.result.result.error
     assert wrapped.result.result.header.stamp.sec == 78
     stages = [f.feedback.stage for f in feedback]
-    assert "generate" in stages and "mask" in stages, stages
+    assert stages[0] == "queued" and "decode" in stages and "mask" in stages, stages
+    assert stages.index("decode") < stages.index("mask")
     assert any(f.feedback.partial_answer for f in feedback)
 
 

@@ -119,3 +119,18 @@ def test_a_crashing_handler_does_not_kill_the_worker():
     wait_until(lambda: handled == ["r1"])
     assert w.alive()
     w.stop()
+
+
+def test_continuous_cameras_take_turns():
+    gate = threading.Event()
+    rec = Recorder(gate)
+    w = InferenceWorker(rec.handle, rec.reject, max_pending=4)
+    w.offer_continuous(job(0, "continuous"), key="front")
+    assert rec.started.wait(5)
+    for i in range(1, 7):  # front and wrist alternate, newest per camera wins
+        w.offer_continuous(job(i, "continuous"), key="front" if i % 2 else "wrist")
+    assert w.depth == 2
+    gate.set()
+    wait_until(lambda: len(rec.handled) == 3)
+    assert rec.handled == ["r0", "r5", "r6"] and w.dropped_frames == 4
+    w.stop()

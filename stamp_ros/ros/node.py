@@ -12,6 +12,7 @@ import contextlib
 import gc
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -37,6 +38,11 @@ from stamp_ros.ros.pairing import Frame, FrameCache, NoFreshFrame
 from stamp_ros.ros.params import PARAMS, validate
 from stamp_ros.ros.worker import InferenceWorker, Job
 from stamp_ros.srv import Segment
+
+FAULT_INJECTION = os.environ.get("STAMP_ROS_FAULT_INJECTION") == "1"
+"""Test hook (off unless that variable is "1"): a query containing "[[raise]]" or "[[oom]]"
+fails inside the engine, between decoding and the mask pass, with a RuntimeError or a
+torch.cuda.OutOfMemoryError, so fault tests exercise the real recovery path."""
 
 MAX_QUERY_CHARS = 4000
 """Longer queries are refused before they reach the model (they would only be truncated)."""
@@ -75,6 +81,32 @@ class _Stats:
             return snap
 
 
+class Channel:
+    """One camera: its input topics, frame and depth caches, output publishers and the query
+    it tracks in continuous mode. The model and the worker are shared by all channels."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frames = FrameCache()
+        self.depth: deque[Any] = deque(maxlen=30)
+        self.camera_info: CameraInfo | None = None
+        self.continuous_query = ""
+        self.reuse: dict[str, Any] = {}
+        self.pubs: dict[str, Any] = {}
+
+    def topic(self, base: str) -> str:
+        """Input topic: ``image`` for the unnamed camera, ``front/image`` for "front"."""
+        return f"{self.name}/{base}" if self.name else base
+
+    def out(self, base: str) -> str:
+        """Output topic: ``~/result``, or ``~/front/result`` for camera "front"."""
+        return f"~/{self.name}/{base}" if self.name else f"~/{base}"
+
+    @property
+    def label(self) -> str:
+        return self.name or "default"
+
+
 class StampNode(LifecycleNode):
     def __init__(self, node_name: str = "stamp_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -87,12 +119,8 @@ class StampNode(LifecycleNode):
         self._segmenter: Any = None
         self._load_error = "the node has not been activated yet"
         self._worker: InferenceWorker | None = None
-        self._frames = FrameCache()
-        self._depth: deque[Any] = deque(maxlen=30)
-        self._camera_info: CameraInfo | None = None
+        self._channels: dict[str, Channel] = {}
         self._ids = itertools.count(1)
-        self._continuous_query = ""
-        self._reuse: dict[str, Any] = {}
         self._stats = _Stats()
         self._lock = threading.Lock()
         self._io: list[Any] = []
@@ -118,11 +146,20 @@ class StampNode(LifecycleNode):
             if param.name == "system_prompt" and self._segmenter is not None:
                 self._segmenter.system_prompt = param.value
             if param.name == "mode":
-                self._continuous_query = ""
+                for channel in self._channels.values():
+                    channel.continuous_query = ""
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception as exc:  # rclpy would swallow it: say what went wrong
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            self._destroy_io()
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         for spec in PARAMS:
             reason = validate(spec.name, self.p(spec.name))
             if reason:
@@ -137,32 +174,44 @@ class StampNode(LifecycleNode):
             if self.p("image_reliability") == "reliable"
             else ReliabilityPolicy.BEST_EFFORT,
         )
-        self._pub_result = self.create_publisher(Segmentation, "~/result", reliable)
-        self._pub_answer = self.create_publisher(String, "~/answer", reliable)
-        self._pub_mask = self.create_publisher(Image, "~/mask", reliable)
-        self._pub_overlay = self.create_publisher(Image, "~/overlay", reliable)
-        self._pub_points = self.create_publisher(PointCloud2, "~/points", reliable)
-        self._pub_markers = self.create_publisher(MarkerArray, "~/markers", reliable)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
-        if self.p("use_compressed"):
-            image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, image_qos,
-                callback_group=io_group)
-        else:
-            image_sub = self.create_subscription(
-                Image, "image", self._on_image, image_qos, callback_group=io_group)
-        self._io = [
-            self._pub_result, self._pub_answer, self._pub_mask, self._pub_overlay,
-            self._pub_points, self._pub_markers, self._pub_diag, image_sub,
-            self.create_subscription(String, "query", self._on_query, reliable,
-                                     callback_group=io_group),
-            self.create_subscription(Image, "depth", self._depth.append, image_qos,
-                                     callback_group=io_group),
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                     reliable, callback_group=io_group),
-            self.create_service(Segment, "~/segment", self._on_service,
-                                callback_group=call_group),
-        ]
+        self._io = [self._pub_diag]
+        names = [str(n).strip().strip("/") for n in self.p("cameras")] or [""]
+        self._channels = {}
+        for name in names:
+            channel = self._channels[name] = Channel(name)
+            for key, msg_type in (("result", Segmentation), ("answer", String), ("mask", Image),
+                                  ("overlay", Image), ("points", PointCloud2),
+                                  ("markers", MarkerArray)):
+                channel.pubs[key] = self.create_publisher(msg_type, channel.out(key), reliable)
+            if self.p("use_compressed"):
+                image_sub = self.create_subscription(
+                    CompressedImage, channel.topic("image/compressed"),
+                    lambda m, c=channel: self._on_image(c, m), image_qos,
+                    callback_group=io_group)
+            else:
+                image_sub = self.create_subscription(
+                    Image, channel.topic("image"), lambda m, c=channel: self._on_image(c, m),
+                    image_qos, callback_group=io_group)
+            self._io += [*channel.pubs.values(), image_sub]
+            self._io += [
+                self.create_subscription(String, channel.topic("query"),
+                                         lambda m, c=channel: self._on_query(c, m), reliable,
+                                         callback_group=io_group),
+                self.create_subscription(Image, channel.topic("depth"),
+                                         lambda m, c=channel: c.depth.append(m),
+                                         image_qos, callback_group=io_group),
+                self.create_subscription(CameraInfo, channel.topic("camera_info"),
+                                         lambda m, c=channel: setattr(c, "camera_info", m),
+                                         reliable, callback_group=io_group),
+            ]
+            self.get_logger().info(
+                f"camera {channel.label}: image {image_sub.topic_name} "
+                f"({self.p('image_reliability')}), query "
+                f"{self.resolve_topic_name(channel.topic('query'))}, results on "
+                f"{channel.pubs['result'].topic_name}")
+        self._io.append(self.create_service(Segment, "~/segment", self._on_service,
+                                            callback_group=call_group))
         self._action = ActionServer(
             self, SegmentAction, "~/segment", self._on_action,
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
@@ -171,10 +220,8 @@ class StampNode(LifecycleNode):
         )
         if self.p("stats_period") > 0:
             self._timers.append(self.create_timer(self.p("stats_period"), self._report_stats))
-        self.get_logger().info(
-            f"configured: image topic {image_sub.topic_name} ({self.p('image_reliability')}), "
-            f"query {self.resolve_topic_name('query')}, mode {self.p('mode')}"
-        )
+        self.get_logger().info(f"configured: {len(self._channels)} camera(s), mode "
+                               f"{self.p('mode')}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -203,13 +250,18 @@ class StampNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the worker (waiting requests get error results) and drop the model. Used by
+        the shutdown transition and by main() after SIGINT/SIGTERM, when the context is
+        already gone and no transition can run."""
         self._active = False
         if self._worker is not None:
             self._worker.stop("the node is shutting down")
             self._worker = None
         self._release_model()
-        self._destroy_io()
-        return TransitionCallbackReturn.SUCCESS
 
     def _destroy_io(self) -> None:
         for timer in self._timers:
@@ -249,7 +301,8 @@ class StampNode(LifecycleNode):
 
     def _release_model(self) -> None:
         self._segmenter = None
-        self._reuse.clear()
+        for channel in self._channels.values():
+            channel.reuse.clear()
         gc.collect()
         try:
             import torch
@@ -260,36 +313,36 @@ class StampNode(LifecycleNode):
             pass
 
     # ------------------------------------------------------------------ inputs
-    def _on_image(self, msg: Any) -> None:
-        frame = self._frames.put(msg)
+    def _on_image(self, channel: Channel, msg: Any) -> None:
+        frame = channel.frames.put(msg)
         with self._stats.lock:
             self._stats.frames += 1
-        query = self._continuous_query
+        query = channel.continuous_query
         if query and self._active and self.p("mode") == "continuous" and self._worker:
             self._worker.offer_continuous(Job(
                 request_id=f"c{frame.seq}", query=query, source="continuous",
-                asked_at=frame.received, frame=frame))
+                asked_at=frame.received, frame=frame, channel=channel), key=channel.name)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-
-    def _on_query(self, msg: String) -> None:
+    def _on_query(self, channel: Channel, msg: String) -> None:
         job = Job(request_id=f"q{next(self._ids)}", query=msg.data, source="topic",
-                  asked_at=time.monotonic())
+                  asked_at=time.monotonic(), channel=channel)
         if self.p("mode") == "continuous":
             if self._refuse_early(job):
-                self._continuous_query = ""
+                channel.continuous_query = ""
                 return
-            self._continuous_query = msg.data
-            self._reuse.clear()
-            self.get_logger().info(f"continuous mode: tracking {msg.data!r}")
+            channel.continuous_query = msg.data
+            channel.reuse.clear()
+            self.get_logger().info(f"continuous mode, camera {channel.label}: tracking "
+                                   f"{msg.data[:200]!r}")
             return
         self._submit(job)
 
     def _refuse_early(self, job: Job) -> bool:
         """Answer at once (no queueing) what can never succeed."""
-        reason = ""
-        if not job.query.strip():
+        reason = job.extra.get("refuse", "")
+        if reason:
+            pass
+        elif not job.query.strip():
             reason = "empty query"
         elif len(job.query) > MAX_QUERY_CHARS:
             reason = f"query too long: {len(job.query)} characters (max {MAX_QUERY_CHARS})"
@@ -316,7 +369,12 @@ class StampNode(LifecycleNode):
             image = request.image  # declared 0x0 but carries data: let conversion reject it
         job = Job(request_id=request.request_id or f"{source[0]}{next(self._ids)}",
                   query=request.query, source=source, asked_at=time.monotonic(),
-                  image_msg=image, done=finish)
+                  image_msg=image, done=finish,
+                  channel=self._channels.get(request.camera.strip("/")))
+        if job.channel is None:
+            job.extra["refuse"] = (
+                f"unknown camera {request.camera!r}: this node serves "
+                f"{', '.join(repr(c) for c in self._channels) or 'no cameras (not configured)'}")
         return job, done, box
 
     def _on_service(self, request: Any, response: Any) -> Any:
@@ -375,28 +433,31 @@ class StampNode(LifecycleNode):
             self.get_logger().warning(
                 f"request {job.request_id} ({job.source}) failed: {result.error}")
         try:
-            self._publish(result, frame_rgb, masks)
+            if job.channel is not None:
+                self._publish(job.channel, result, frame_rgb, masks)
         finally:
             if job.done is not None:
                 job.done(result)
 
-    def _publish(self, result: Segmentation, frame_rgb: Any, masks: list | None) -> None:
+    def _publish(self, channel: Channel, result: Segmentation, frame_rgb: Any,
+                 masks: list | None) -> None:
         if not self._io:  # cleaned up or shut down while the request ran
             return
-        self._pub_result.publish(result)
+        pubs = channel.pubs
+        pubs["result"].publish(result)
         if not result.success:
             return
-        self._pub_answer.publish(String(data=result.answer))
+        pubs["answer"].publish(String(data=result.answer))
         if frame_rgb is None:
             return
         from stamp_ros.overlay import render_overlay, union_mask
         from stamp_ros.ros.convert import mono8_to_image_msg, rgb_to_image_msg
 
         union = union_mask(masks or [], frame_rgb.shape[:2])
-        self._pub_mask.publish(mono8_to_image_msg(union, result.header))
-        if self.p("publish_overlay") and self._pub_overlay.get_subscription_count() > 0:
+        pubs["mask"].publish(mono8_to_image_msg(union, result.header))
+        if self.p("publish_overlay") and pubs["overlay"].get_subscription_count() > 0:
             overlay = render_overlay(frame_rgb, masks or [], result.answer)
-            self._pub_overlay.publish(rgb_to_image_msg(overlay, result.header))
+            pubs["overlay"].publish(rgb_to_image_msg(overlay, result.header))
 
     def _frame_for(self, job: Job) -> Frame:
         from stamp_ros.engine import InferenceCancelled
@@ -404,7 +465,7 @@ class StampNode(LifecycleNode):
         if job.frame is not None:
             return job.frame
         try:
-            return self._frames.fresh(
+            return job.channel.frames.fresh(
                 float(self.p("max_frame_age")), float(self.p("frame_timeout")),
                 asked_at=job.asked_at, cancelled=job.cancelled)
         except NoFreshFrame:
@@ -433,21 +494,25 @@ class StampNode(LifecycleNode):
             t_start = time.monotonic()
             wait_ms = _ms(t_start - job.asked_at)
             if job.progress:
-                job.progress("preprocess", "")
+                job.progress("convert", "")
             rgb = (compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else image_msg_to_rgb(msg))
             convert_ms = _ms(time.monotonic() - t_start)
             segmenter = self._segmenter
             if segmenter is None:
                 raise EngineError(self._load_error)
-            forced = self._reuse.get(job.query) if job.source == "continuous" else None
+            channel = job.channel
+            forced = channel.reuse.get(job.query) if job.source == "continuous" else None
+            progress = job.progress
+            if FAULT_INJECTION:
+                progress = _fault_injector(job.query, job.progress)
             result = segmenter.segment(
-                rgb, job.query, progress=job.progress, should_cancel=job.cancelled,
+                rgb, job.query, progress=progress, should_cancel=job.cancelled,
                 forced_answer_ids=forced["ids"] if forced else None)
             if job.source == "continuous":
-                self._remember_answer(job.query, result, forced)
+                self._remember_answer(channel, job.query, result, forced)
             t_post = time.monotonic()
-            objects, frame_3d = self._objects_3d(header, result)
+            objects, frame_3d = self._objects_3d(channel, header, result)
             seg = segmentation_msg(
                 request_id=job.request_id, query=job.query, header=header, result=result,
                 model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=objects,
@@ -467,38 +532,40 @@ class StampNode(LifecycleNode):
             self._finish(job, error_msg(request_id=job.request_id, query=job.query,
                                         error=error, header=header, model=model))
 
-    def _remember_answer(self, query: str, result: Any, forced: dict | None) -> None:
+    def _remember_answer(self, channel: Channel, query: str, result: Any,
+                         forced: dict | None) -> None:
         """Continuous mode re-uses (teacher-forces) the last answer for reanswer_every frames:
         the mask pass then runs without autoregressive decoding."""
         every = int(self.p("reanswer_every"))
         if forced is None:
             if every > 1 and result.token_ids:
-                self._reuse = {query: {"ids": list(result.token_ids), "left": every - 1}}
+                channel.reuse = {query: {"ids": list(result.token_ids), "left": every - 1}}
             return
         forced["left"] -= 1
         if forced["left"] <= 0:
-            self._reuse.pop(query, None)
+            channel.reuse.pop(query, None)
 
-    def _objects_3d(self, header: Any, result: Any) -> tuple[list | None, str]:
+    def _objects_3d(self, channel: Channel, header: Any, result: Any
+                    ) -> tuple[list | None, str]:
         """Pair the frame with a depth image by stamp and lift each mask to 3D points."""
-        if not result.instances or not self._depth or self._camera_info is None:
+        if not result.instances or not channel.depth or channel.camera_info is None:
             return None, ""
         from stamp_ros.ros.depth3d import lift_instances, pair_depth
 
-        depth = pair_depth(header, list(self._depth), float(self.p("depth_max_skew")))
+        depth = pair_depth(header, list(channel.depth), float(self.p("depth_max_skew")))
         if depth is None:
             self.get_logger().warning(
                 "depth is subscribed but no depth image is within depth_max_skew of the frame",
                 throttle_duration_sec=10.0)
             return None, ""
         objects, points = lift_instances(
-            [inst.mask for inst in result.instances], depth, self._camera_info,
+            [inst.mask for inst in result.instances], depth, channel.camera_info,
             float(self.p("depth_scale")))
         frame_id = header.frame_id
         target = str(self.p("target_frame"))
         if target and target != frame_id:
             objects, points, frame_id = self._to_target_frame(objects, points, header, target)
-        self._publish_3d(header, frame_id, objects, points, result)
+        self._publish_3d(channel, header, frame_id, objects, points, result)
         return objects, frame_id
 
     def _to_target_frame(self, objects: list, points: list, header: Any,
@@ -536,15 +603,15 @@ class StampNode(LifecycleNode):
             self._tf = (buffer, TransformListener(buffer, self))
         return self._tf[0]
 
-    def _publish_3d(self, header: Any, frame_id: str, objects: list, points: list,
-                    result: Any) -> None:
+    def _publish_3d(self, channel: Channel, header: Any, frame_id: str, objects: list,
+                    points: list, result: Any) -> None:
         from stamp_ros.ros.cloud import objects_to_markers, points_to_cloud
 
         h = type(header)()
         h.stamp, h.frame_id = header.stamp, frame_id
-        self._pub_points.publish(points_to_cloud(points, h))
+        channel.pubs["points"].publish(points_to_cloud(points, h))
         labels = [f"{result.text[:40]} #{i}" for i in range(len(objects))]
-        self._pub_markers.publish(objects_to_markers(objects, labels, h))
+        channel.pubs["markers"].publish(objects_to_markers(objects, labels, h))
 
     # ------------------------------------------------------------------ diagnostics
     def _report_stats(self) -> None:
@@ -572,6 +639,21 @@ class StampNode(LifecycleNode):
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status]
         self._pub_diag.publish(arr)
+
+
+def _fault_injector(query: str, progress: Any) -> Any:
+    def hook(stage: str, text: str) -> None:
+        if stage == "mask" and "[[raise]]" in query:
+            raise RuntimeError("injected failure in the middle of inference")
+        if stage == "mask" and "[[oom]]" in query:
+            import torch
+
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        if progress is not None:
+            progress(stage, text)
+
+    return hook
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -608,8 +690,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        with contextlib.suppress(Exception):  # the context may be invalid after SIGTERM
-            node.trigger_shutdown()
+        node.close()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -57,6 +57,9 @@ PARAMS: tuple[Param, ...] = (
           "result", min_value=0.0),
     Param("max_pending", 4, "requests that may wait for the model; more are answered with an "
           "error result", min_value=1, max_value=1000, reload=True),
+    Param("cameras", [""], "camera names served by this one model; \"\" = one camera on "
+          "image/query/depth/camera_info with outputs ~/result...; [\"front\", \"wrist\"] = "
+          "front/image, front/query, ... -> ~/front/result, ...", reload=True),
     Param("use_compressed", False, "subscribe to image/compressed (CompressedImage) instead of "
           "image", reload=True),
     Param("image_reliability", "reliable", "QoS reliability of the image subscription: "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,8 @@ class Job:
     """Called exactly once with the Segmentation result, success or not."""
     progress: Callable[[str, str], None] | None = None
     cancelled: Callable[[], bool] | None = None
+    channel: Any = None
+    """The camera (node Channel) whose frames and outputs this request uses."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,7 +51,7 @@ class InferenceWorker:
         self._reject = reject
         self._max_pending = max_pending
         self._queue: deque[Job] = deque()
-        self._slot: Job | None = None
+        self._slots: OrderedDict[str, Job] = OrderedDict()
         self._cond = threading.Condition()
         self._running = True
         self._busy = False
@@ -61,7 +63,7 @@ class InferenceWorker:
     @property
     def depth(self) -> int:
         with self._cond:
-            return len(self._queue) + (self._slot is not None)
+            return len(self._queue) + len(self._slots)
 
     @property
     def busy(self) -> bool:
@@ -85,27 +87,27 @@ class InferenceWorker:
         self._reject(job, reason)
         return False
 
-    def offer_continuous(self, job: Job) -> None:
-        """Continuous mode: keep only the newest frame's job; an unstarted older one is
-        dropped, so a slow model never builds a backlog."""
+    def offer_continuous(self, job: Job, key: str = "") -> None:
+        """Continuous mode: keep only the newest frame's job per camera (``key``); an unstarted
+        older one is dropped, so a slow model never builds a backlog. Cameras take turns."""
         with self._cond:
             if not self._running:
                 return
-            if self._slot is not None:
+            if key in self._slots:
                 self.dropped_frames += 1
-            self._slot = job
+            self._slots[key] = job  # a replaced entry keeps its turn
             self._cond.notify()
 
     def _next(self) -> Job | None:
         with self._cond:
-            while self._running and not self._queue and self._slot is None:
+            while self._running and not self._queue and not self._slots:
                 self._cond.wait()
             if not self._running:
                 return None
             if self._queue:
                 job = self._queue.popleft()
             else:
-                job, self._slot = self._slot, None
+                _, job = self._slots.popitem(last=False)
             self._busy = True
             return job
 
@@ -128,7 +130,7 @@ class InferenceWorker:
             self._running = False
             pending = list(self._queue)
             self._queue.clear()
-            self._slot = None
+            self._slots.clear()
             self._cond.notify_all()
         for job in pending:
             self._reject(job, reason)
