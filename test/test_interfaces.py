@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "peers"))
-from interface_peer import make_mask  # noqa: E402
+from interface_peer import make_mask
 
 PEER = str(Path(__file__).parent / "peers" / "interface_peer.py")
 
@@ -39,7 +39,8 @@ def _check_instance(inst, header, width: int, height: int, seed: int) -> None:
     np.testing.assert_array_equal(got, make_mask(width, height, seed))
     assert list(inst.grid) == [(i + seed) % 2 for i in range(12)]
     assert list(inst.grid_logits) == [float(i - seed) for i in range(12)]
-    assert (inst.x_min, inst.y_min, inst.x_max, inst.y_max) == (seed, seed + 1, width - 1, height - 1)
+    box = (inst.x_min, inst.y_min, inst.x_max, inst.y_max)
+    assert box == (seed, seed + 1, width - 1, height - 1)
     assert inst.score == pytest.approx(0.25 * (seed + 1))
     assert inst.centroid.z == pytest.approx(1.5 + seed)
     assert inst.num_points == 1000 + seed

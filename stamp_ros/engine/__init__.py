@@ -2,6 +2,9 @@
 
 The node, the CLI and the benchmarks all go through :class:`StampSegmenter`, so an offline
 result and a ROS result for the same image and query are the same masks.
+
+The heavy names (``StampSegmenter``, ``load_stamp``, ...) are imported lazily so that importing
+the error and result types does not pull in torch and transformers.
 """
 
 from stamp_ros.engine.errors import (
@@ -12,11 +15,32 @@ from stamp_ros.engine.errors import (
 )
 from stamp_ros.engine.result import SegInstance, StampResult
 
+_LAZY = {
+    "StampSegmenter": "stamp_ros.engine.segmenter",
+    "load_stamp": "stamp_ros.engine.checkpoint",
+    "LoadedStamp": "stamp_ros.engine.checkpoint",
+    "make_test_checkpoint": "stamp_ros.engine.testing",
+    "make_test_adapter": "stamp_ros.engine.testing",
+}
+
 __all__ = [
     "CheckpointError",
     "EngineError",
     "InferenceCancelled",
     "InputError",
+    "LoadedStamp",
     "SegInstance",
     "StampResult",
+    "StampSegmenter",
+    "load_stamp",
+    "make_test_adapter",
+    "make_test_checkpoint",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'stamp_ros.engine' has no attribute {name!r}")

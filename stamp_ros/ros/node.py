@@ -237,12 +237,14 @@ class StampNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        # The reason first: requests refused while the worker stops must not be told that the
+        # node "has not been activated yet".
+        self._load_error = "the node is inactive (activate it to load the model)"
         self._active = False
         if self._worker is not None:
             self._worker.stop("the node was deactivated")
             self._worker = None
         self._release_model()
-        self._load_error = "the node is inactive (activate it to load the model)"
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -318,8 +320,9 @@ class StampNode(LifecycleNode):
         with self._stats.lock:
             self._stats.frames += 1
         query = channel.continuous_query
-        if query and self._active and self.p("mode") == "continuous" and self._worker:
-            self._worker.offer_continuous(Job(
+        worker = self._worker  # deactivate may set it to None under us
+        if query and self._active and self.p("mode") == "continuous" and worker:
+            worker.offer_continuous(Job(
                 request_id=f"c{frame.seq}", query=query, source="continuous",
                 asked_at=frame.received, frame=frame, channel=channel), key=channel.name)
 
@@ -353,8 +356,13 @@ class StampNode(LifecycleNode):
         return bool(reason)
 
     def _submit(self, job: Job) -> None:
-        if not self._refuse_early(job):
-            self._worker.submit(job)
+        if self._refuse_early(job):
+            return
+        worker = self._worker
+        if worker is None:  # deactivated since the check: an exception here would kill spin()
+            self._reject(job, self._load_error)
+        else:  # a worker stopped since the check rejects the job itself
+            worker.submit(job)
 
     def _request_job(self, request: Any, source: str) -> tuple[Job, threading.Event, list]:
         done = threading.Event()
