@@ -623,6 +623,11 @@ class StampNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _report_stats(self) -> None:
+        # rclpy's MultiThreadedExecutor can run a timer callback twice for one period; a second
+        # report covering a few milliseconds would only show zero rates.
+        now = time.monotonic()
+        if now - self._stats.since < 0.5 * float(self.p("stats_period")):
+            return
         snap = self._stats.snapshot_and_reset()
         worker = self._worker
         snap["queue_depth"] = worker.depth if worker else 0
