@@ -21,9 +21,15 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterValueException, ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -111,9 +117,7 @@ class StampNode(LifecycleNode):
     def __init__(self, node_name: str = "stamp_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for spec in PARAMS:
-            self.declare_parameter(
-                spec.name, spec.default, ParameterDescriptor(description=spec.description)
-            )
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._active = False
         self._segmenter: Any = None
@@ -122,7 +126,6 @@ class StampNode(LifecycleNode):
         self._channels: dict[str, Channel] = {}
         self._ids = itertools.count(1)
         self._stats = _Stats()
-        self._lock = threading.Lock()
         self._io: list[Any] = []
         self._timers: list[Any] = []
 
@@ -654,6 +657,27 @@ class StampNode(LifecycleNode):
         self._pub_diag.publish(arr)
 
 
+def _descriptor(spec: Any) -> ParameterDescriptor:
+    """What `ros2 param describe` shows: the meaning, the allowed values and the range."""
+    desc = ParameterDescriptor(description=spec.description)
+    notes = []
+    if spec.choices:
+        notes.append(f"one of: {', '.join(map(str, spec.choices))}")
+    if spec.reload:
+        notes.append("read when the model loads: change it while the node is inactive")
+    desc.additional_constraints = "; ".join(notes)
+    if spec.min_value is not None or spec.max_value is not None:
+        if isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.min_value or 0.0),
+                to_value=float(spec.max_value if spec.max_value is not None else 1e9))]
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            desc.integer_range = [IntegerRange(
+                from_value=int(spec.min_value or 0),
+                to_value=int(spec.max_value if spec.max_value is not None else 2**31 - 1))]
+    return desc
+
+
 def _fault_injector(query: str, progress: Any) -> Any:
     def hook(stage: str, text: str) -> None:
         if stage == "mask" and "[[raise]]" in query:
@@ -687,7 +711,12 @@ def _free_cuda_cache() -> None:
 def main(args: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     rclpy.init(args=sys.argv if args is None else args)
-    node = StampNode()
+    try:
+        node = StampNode()
+    except (InvalidParameterValueException, ParameterException) as exc:  # bad --ros-args -p
+        logging.getLogger("stamp_ros.node").critical(f"bad parameter: {exc}")
+        rclpy.try_shutdown()
+        return 1
     executor = MultiThreadedExecutor(num_threads=6)
     executor.add_node(node)
     code = 0
