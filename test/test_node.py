@@ -288,3 +288,28 @@ def test_deactivate_frees_and_activate_reloads(processes, ros_client, checkpoint
     assert not res.success and "inactive" in res.error
     assert change(Transition.TRANSITION_ACTIVATE)
     assert ask().success
+
+
+def test_model_parameters_are_refused_while_active_and_live_ones_apply(
+        processes, ros_client, checkpoint):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    start_node(processes, ros_client, checkpoint)
+
+    def set_param(name, value):
+        p = Parameter(name=name)
+        if isinstance(value, str):
+            p.value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            p.value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        req = SetParameters.Request(parameters=[p])
+        return ros_client.call(SetParameters, "/stamp_node/set_parameters", req,
+                               timeout=30).results[0]
+
+    res = set_param("model", "/elsewhere")
+    assert not res.successful and "deactivate" in res.reason
+    res = set_param("mode", "sideways")
+    assert not res.successful and "once, continuous" in res.reason
+    assert set_param("max_new_tokens", 16).successful
+    assert set_param("mode", "continuous").successful
