@@ -98,6 +98,14 @@ def _hub_unreachable(model: str) -> str | None:
 
 
 def run(args: Any) -> int:
+    try:
+        return _run(args)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"[demo] error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args: Any) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = load_images(Path(args.image) if args.image else None)
