@@ -168,9 +168,16 @@ class StampNode(LifecycleNode):
             if reason:
                 self.get_logger().error(f"bad parameter: {reason}")
                 return TransitionCallbackReturn.FAILURE
-        io_group = MutuallyExclusiveCallbackGroup()
+        # Frames and requests in separate groups: a burst of large images must never delay
+        # (or, through a full reader history, drop) a planner's query.
+        image_group = MutuallyExclusiveCallbackGroup()
+        request_group = MutuallyExclusiveCallbackGroup()
         call_group = ReentrantCallbackGroup()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        # Queries are tiny and each one is owed an answer: keep many; results come in bursts
+        # (a deactivate answers every waiting request at once), so keep more than max_pending.
+        requests_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        results_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         image_qos = QoSProfile(
             depth=1,
             reliability=ReliabilityPolicy.RELIABLE
@@ -186,27 +193,28 @@ class StampNode(LifecycleNode):
             for key, msg_type in (("result", Segmentation), ("answer", String), ("mask", Image),
                                   ("overlay", Image), ("points", PointCloud2),
                                   ("markers", MarkerArray)):
-                channel.pubs[key] = self.create_publisher(msg_type, channel.out(key), reliable)
+                qos = results_qos if key in ("result", "answer") else reliable
+                channel.pubs[key] = self.create_publisher(msg_type, channel.out(key), qos)
             if self.p("use_compressed"):
                 image_sub = self.create_subscription(
                     CompressedImage, channel.topic("image/compressed"),
                     lambda m, c=channel: self._on_image(c, m), image_qos,
-                    callback_group=io_group)
+                    callback_group=image_group)
             else:
                 image_sub = self.create_subscription(
                     Image, channel.topic("image"), lambda m, c=channel: self._on_image(c, m),
-                    image_qos, callback_group=io_group)
+                    image_qos, callback_group=image_group)
             self._io += [*channel.pubs.values(), image_sub]
             self._io += [
                 self.create_subscription(String, channel.topic("query"),
-                                         lambda m, c=channel: self._on_query(c, m), reliable,
-                                         callback_group=io_group),
+                                         lambda m, c=channel: self._on_query(c, m),
+                                         requests_qos, callback_group=request_group),
                 self.create_subscription(Image, channel.topic("depth"),
                                          lambda m, c=channel: c.depth.append(m),
-                                         image_qos, callback_group=io_group),
+                                         image_qos, callback_group=image_group),
                 self.create_subscription(CameraInfo, channel.topic("camera_info"),
                                          lambda m, c=channel: setattr(c, "camera_info", m),
-                                         reliable, callback_group=io_group),
+                                         reliable, callback_group=image_group),
             ]
             self.get_logger().info(
                 f"camera {channel.label}: image {image_sub.topic_name} "
@@ -234,7 +242,8 @@ class StampNode(LifecycleNode):
             self._load_error = f"model {self.p('model')!r} could not be loaded: {exc}"
             self.get_logger().error(self._load_error)
             return TransitionCallbackReturn.FAILURE
-        self._worker = InferenceWorker(self._handle, self._reject, self.p("max_pending"))
+        self._worker = InferenceWorker(self._handle, self._reject, self.p("max_pending"),
+                                       on_start=self._warmup)
         self._active = True
         self.get_logger().info(f"active: model {self.p('model')} ready")
         return TransitionCallbackReturn.SUCCESS
@@ -303,6 +312,19 @@ class StampNode(LifecycleNode):
         )
         self.get_logger().info(f"loaded {self.p('model')} in {time.monotonic() - t0:.1f} s")
         return segmenter
+
+    def _warmup(self) -> None:
+        """First-request latency (kernel selection, allocator growth, lazy init) is paid here,
+        on the worker thread, before the first queued request; a failure only costs speed."""
+        segmenter = self._segmenter
+        if segmenter is None or not hasattr(segmenter, "warmup"):
+            return
+        try:
+            t0 = time.monotonic()
+            segmenter.warmup()
+            self.get_logger().info(f"warm-up done in {time.monotonic() - t0:.1f} s")
+        except Exception as exc:
+            self.get_logger().warning(f"model warm-up failed: {exc}")
 
     def _release_model(self) -> None:
         self._segmenter = None

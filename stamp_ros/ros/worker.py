@@ -46,8 +46,10 @@ class InferenceWorker:
         handle: Callable[[Job], None],
         reject: Callable[[Job, str], None],
         max_pending: int,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self._handle = handle
+        self._on_start = on_start
         self._reject = reject
         self._max_pending = max_pending
         self._queue: deque[Job] = deque()
@@ -112,6 +114,14 @@ class InferenceWorker:
             return job
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            # Runs on the thread that owns the model (e.g. a warm-up inference), so thread-local
+            # runtime state (OpenMP teams, CUDA streams) is created once, here, and not in
+            # whichever executor thread happened to activate the node.
+            try:
+                self._on_start()
+            except Exception:
+                log.exception("worker start-up hook failed")
         while True:
             job = self._next()
             if job is None:
