@@ -28,7 +28,7 @@ DEFAULT_MODEL = "JiaZL/STAMP-2B-uni"
 STAMP_TOKENS = ("<|seg|>", "<|mask|>", "<|yes|>", "<|no|>")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # classifier.weight, base_model.model.classifier.weight,
@@ -93,28 +93,34 @@ def _resolve_device(device: str) -> torch.device:
 
 
 def _resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
-    """``auto``: fp32 on the CPU (bf16 matmuls are slow and lossy there), else the checkpoint's."""
+    """``auto``: fp32 on the CPU (bf16 matmuls are slow and lossy there), bf16 on a GPU.
+
+    bf16 is what STAMP was trained in and halves memory and bandwidth versus fp32; the saved
+    config dtype is ignored on purpose, because a checkpoint re-saved in fp32 (or a random
+    benchmark model) would otherwise run 2x slower at no accuracy benefit. GPUs without bf16
+    (pre-Ampere) get fp16.
+    """
     if dtype in DTYPES:
         return DTYPES[dtype]
     if dtype != "auto":
         raise CheckpointError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
     if device.type == "cpu":
         return torch.float32
-    saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    if isinstance(saved, str):
-        saved = getattr(torch, saved, None)
-    if saved in (torch.bfloat16, torch.float16, torch.float32):
-        return saved
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
     return torch.bfloat16
 
 
 def _resolve_attn(attn: str | None, device: torch.device) -> str:
-    attn = attn or "sdpa"
+    """``auto`` (default): flash-attn 2 on CUDA when the package is installed, else sdpa."""
+    attn = attn or "auto"
     if attn not in ATTN_IMPLEMENTATIONS:
         raise CheckpointError(
             f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn!r}"
         )
     no_flash = device.type != "cuda" or importlib.util.find_spec("flash_attn") is None
+    if attn == "auto":
+        return "sdpa" if no_flash else "flash_attention_2"
     if attn == "flash_attention_2" and no_flash:
         logger.warning("flash_attention_2 needs CUDA and the flash-attn package; using sdpa")
         return "sdpa"
@@ -386,7 +392,7 @@ def load_stamp(
     *,
     device: str = "auto",
     dtype: str = "auto",
-    attn_implementation: str | None = "sdpa",
+    attn_implementation: str | None = "auto",
 ) -> LoadedStamp:
     """Load a STAMP checkpoint from a local directory or a hub id, ready for inference.
 

@@ -417,6 +417,7 @@ def make_test_checkpoint(
     stamp_tokens: bool = True,
     weights: str = "safetensors",
     calibrate: bool = True,
+    save_dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write a tiny random STAMP checkpoint to ``out_dir`` and return its path.
 
@@ -424,6 +425,9 @@ def make_test_checkpoint(
     tokens; ``""`` answers with ``<|im_end|>`` at once); ``None`` leaves the weights unwired.
     Broken variants for loader tests: ``classifier=False`` (no head), ``stamp_tokens=False``
     (a plain Qwen2-VL tokenizer), ``weights="bin"`` (pickle-only weights).
+    ``save_dtype=torch.bfloat16`` halves the files of large benchmark shapes (the scripted
+    answer survives bf16: its logit margins are in the hundreds); ``calibrate=False`` skips
+    the CPU inference that centres the classifier bias (masks are then lopsided, timings equal).
     """
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
@@ -463,6 +467,9 @@ def make_test_checkpoint(
         torch.save(model.state_dict(), out / "pytorch_model.bin")
         config.save_pretrained(out)
     elif weights == "safetensors":
+        if save_dtype != torch.float32:
+            model = model.to(save_dtype)
+            config.dtype = save_dtype
         with quiet_transformers():
             model.save_pretrained(out)
     else:
