@@ -1,0 +1,31 @@
+"""pip packaging of the ROS-free part: the STAMP engine and the offline `stamp-ros` CLI.
+
+The ROS 2 package itself is built by CMake (ament_cmake + rosidl, see CMakeLists.txt): use
+`scripts/setup` (PyPI ROS wheels) or `colcon build` in a ROS workspace for the node. This file
+serves machines without ROS that only want `stamp-ros segment | bench | make-test-checkpoint`
+(`pip install .`); the node and the demo need the ROS interfaces and are not usable from it.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="stamp-ros",
+    version="0.1.0",
+    description="STAMP language-driven segmentation: engine, offline CLI and ROS 2 node",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stamp_ros", "stamp_ros.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.24,<6",
+        "tokenizers>=0.22",
+        "safetensors>=0.4",
+        "peft>=0.17",
+        "huggingface-hub>=1.0",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pillow>=10",
+        "psutil>=5.9",
+    ],
+    entry_points={"console_scripts": ["stamp-ros=stamp_ros.cli:main"]},
+)
