@@ -35,17 +35,6 @@ def _parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     args = _parse()
     # Must happen before the first sensor_msgs import (it is read once, at import time).
@@ -59,6 +48,7 @@ def main() -> None:
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import Header
 
+    from stamp_ros.bench import cpu_model
     from stamp_ros.engine.result import SegInstance, StampResult
     from stamp_ros.masks import grid_score, mask_area, mask_bbox
     from stamp_ros.overlay import render_overlay, union_mask
@@ -162,7 +152,7 @@ def main() -> None:
     worst = totals["bgr8_frame"]["median_ms"]
     report = {
         "frame": f"{w}x{h}",
-        "machine": {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
                     "platform": platform.platform()},
         "runs": args.runs,
         "ros_python_check_fields": args.check_fields,
