@@ -129,38 +129,18 @@ LOAD_ERRORS = ("queue full", "camera frame")
 frame (during the camera pauses)."""
 
 
-@pytest.fixture
-def large_data_client(processes, monkeypatch):
-    """A client, node and camera on Fast DDS's LARGE_DATA transports (TCP + shared memory).
-
-    With the default transports only ~5 of 30 1080p frames per second reach a depth-1 reliable
-    subscriber on this machine (measured: 79 of 300 in 10 s, against 286 of 300 with
-    LARGE_DATA), so the 30 Hz load would mostly test the DDS layer. LARGE_DATA is cancelled by
-    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so discovery is left on the subnet for this test;
-    the per-test ROS_DOMAIN_ID alone keeps it isolated."""
-    from ros_client import RosClient
-
-    env = dict(processes.env, FASTDDS_BUILTIN_TRANSPORTS="LARGE_DATA")
-    for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY"):
-        env.pop(key, None)
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("ROS_DOMAIN_ID", env["ROS_DOMAIN_ID"])
-    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    processes.env = env
-    client = RosClient(int(env["ROS_DOMAIN_ID"]))
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 @pytest.mark.slow
-def test_load_1080p_stream_with_queries(processes, large_data_client, checkpoint, tmp_path):
+def test_load_1080p_stream_with_queries(processes, ros_client, checkpoint, tmp_path):
+    """30 Hz 1080p published, 10 Hz queries, 60 s.
+
+    Default Fast DDS transports and localhost discovery, like every other test: with them only
+    part of a 30 Hz 1080p stream reaches a depth-1 reliable subscriber on this 2-core machine
+    (LARGE_DATA delivers more, but needs subnet discovery, which proved unreliable in CI), so
+    the assertions are about what the node does with the frames that arrive."""
     from diagnostic_msgs.msg import DiagnosticArray
     from stamp_ros.msg import Segmentation
     from std_msgs.msg import String
 
-    ros_client = large_data_client
     node = start_node(processes, ros_client, checkpoint, max_frame_age=MAX_FRAME_AGE,
                       frame_timeout=2.0, stats_period=5.0)
     results = ros_client.subscribe(Segmentation, "/stamp_node/result", ros_client.reliable(200))
