@@ -41,7 +41,7 @@ from visualization_msgs.msg import MarkerArray
 from stamp_ros.action import Segment as SegmentAction
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros.pairing import Frame, FrameCache, NoFreshFrame
-from stamp_ros.ros.params import PARAMS, validate
+from stamp_ros.ros.params import BY_NAME, PARAMS, validate
 from stamp_ros.ros.worker import InferenceWorker, Job
 from stamp_ros.srv import Segment
 
@@ -134,12 +134,11 @@ class StampNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
-        specs = {s.name: s for s in PARAMS}
         for param in params:
             reason = validate(param.name, param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-            spec = specs.get(param.name)
+            spec = BY_NAME.get(param.name)
             if spec is not None and spec.reload and self._active:
                 return SetParametersResult(
                     successful=False,
@@ -331,13 +330,7 @@ class StampNode(LifecycleNode):
         for channel in self._channels.values():
             channel.reuse.clear()
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        _free_cuda_cache()
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, channel: Channel, msg: Any) -> None:
