@@ -159,15 +159,29 @@ def test_empty_text_draws_no_banner(text: str | None) -> None:
     np.testing.assert_array_equal(render_overlay(frame, [], text=text), frame)
 
 
-def test_labels_are_drawn_in_instance_colour() -> None:
+@pytest.mark.parametrize("index", [0, 1])
+def test_labels_are_drawn_in_instance_colour(index: int) -> None:
     frame = np.full((H, W, 3), 128, np.uint8)
     masks = [_box(40, 80, 50, 110), _box(90, 110, 10, 30)]
-    with_labels = render_overlay(frame, masks, labels=["mug", None])
+    labels: list[str | None] = [None, None]
+    labels[index] = "mug"
+    with_labels = render_overlay(frame, masks, labels=labels)
     without = render_overlay(frame, masks)
     diff = (with_labels != without).any(axis=2)
-    assert diff.any()
     ys, xs = np.nonzero(diff)
-    assert ys.max() < 60 and xs.min() >= 40  # near mask 0's top-left, nothing at mask 1
+    top, left = (40, 50) if index == 0 else (90, 10)
+    assert top - 20 <= ys.min() and ys.max() <= top and left <= xs.min() <= left + 2
+    # A box filled with the instance's own colour, with the text in black or white ink on it:
+    # every changed pixel is the colour or an anti-aliased blend of colour and ink.
+    colour = np.array(color_for(index), float)
+    changed = with_labels[diff].astype(float)
+    assert (changed == colour).all(axis=1).mean() > 0.5
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    ink = np.zeros(3) if luminance > 140 else np.full(3, 255.0)
+    t = np.clip((changed - colour) @ (ink - colour) / np.sum((ink - colour) ** 2), 0, 1)
+    off_line = np.abs(changed - (colour + t[:, None] * (ink - colour))).max(axis=1)
+    assert off_line.max() <= 3.0, changed[off_line > 3.0][:5]
+    assert (t > 0.5).sum() >= 10  # the text itself is drawn
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (3, 5, 3), (8, 8, 3)])
