@@ -49,11 +49,10 @@ def main() -> None:
     from std_msgs.msg import Header
 
     from stamp_ros.bench import cpu_model
+    from stamp_ros.engine.masks import grid_score, mask_area, mask_bbox
     from stamp_ros.engine.result import SegInstance, StampResult
-    from stamp_ros.masks import grid_score, mask_area, mask_bbox
     from stamp_ros.overlay import render_overlay, union_mask
     from stamp_ros.ros.convert import (
-        array_to_image_msg,
         compressed_msg_to_rgb,
         image_msg_to_rgb,
         mono8_to_image_msg,
@@ -69,8 +68,8 @@ def main() -> None:
     rgb = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
     header = Header(frame_id="camera_color_optical_frame")
-    rgb_msg = array_to_image_msg(rgb, "rgb8", header)
-    bgr_msg = array_to_image_msg(np.ascontiguousarray(rgb[..., ::-1]), "bgr8", header)
+    rgb_msg = rgb_to_image_msg(rgb, header)
+    bgr_msg = rgb_to_image_msg(rgb, header, encoding="bgr8")
     ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     jpeg_msg = CompressedImage(header=header, format="rgb8; jpeg compressed bgr8")

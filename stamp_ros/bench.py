@@ -2,7 +2,7 @@
 
 Real weights are not reachable here, so the model is random with a real architecture (a shape
 JSON such as /work/shared/model-shapes/stamp-2b.json, the built-in mid-size CPU shape, or the
-tiny test shape). Its answer is scripted (see ``engine.testing``) so every path decodes the same
+tiny test shape). Its answer is scripted (see ``stamp_ros.testing``) so every path decodes the same
 ~20 tokens and emits 1 or 3 ``<|seg|>``; runs are comparable across machines and commits.
 
 What one request costs is measured the way the node pays it: ``convert`` (sensor_msgs/Image ->
@@ -119,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_shape(spec: str):
-    from stamp_ros.engine.testing import TinyShape
+    from stamp_ros.testing.checkpoint import TinyShape
 
     if spec == "tiny":
         return TinyShape()
@@ -129,7 +129,7 @@ def _load_shape(spec: str):
 
 def _frames(args, count: int) -> list[np.ndarray]:
     """``count`` distinct frames of the bench size (a file, or smooth synthetic scenes)."""
-    from stamp_ros.engine.testing import _sample_image
+    from stamp_ros.testing.images import sample_image
 
     if args.image:
         from stamp_ros.cli import read_image
@@ -142,7 +142,7 @@ def _frames(args, count: int) -> list[np.ndarray]:
             out.append(f)
         return out
     w, h = (int(v) for v in args.size.lower().split("x"))
-    return [_sample_image(100 + i, h, w) for i in range(count)]
+    return [sample_image(100 + i, h, w) for i in range(count)]
 
 
 class _Ros:
@@ -154,9 +154,9 @@ class _Ros:
 
             from stamp_ros.overlay import union_mask
             from stamp_ros.ros.convert import (
-                array_to_image_msg,
                 image_msg_to_rgb,
                 mono8_to_image_msg,
+                rgb_to_image_msg,
             )
             from stamp_ros.ros.results import segmentation_msg
         except Exception as exc:  # ImportError, or broken generated interfaces
@@ -164,14 +164,14 @@ class _Ros:
             return
         self.available, self.reason = True, ""
         self.header = Header(frame_id="camera_color_optical_frame")
-        self._to_msg = array_to_image_msg
+        self._to_msg = rgb_to_image_msg
         self._to_rgb = image_msg_to_rgb
         self._mono8 = mono8_to_image_msg
         self._union = union_mask
         self._seg_msg = segmentation_msg
 
     def message(self, frame: np.ndarray):
-        return self._to_msg(frame, "rgb8", self.header) if self.available else frame
+        return self._to_msg(frame, self.header) if self.available else frame
 
     def convert(self, msg) -> np.ndarray:
         return self._to_rgb(msg) if self.available else msg
@@ -432,7 +432,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from stamp_ros.engine.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
     from stamp_ros.engine.segmenter import StampSegmenter
-    from stamp_ros.engine.testing import make_test_checkpoint
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     torch.set_grad_enabled(False)
     shape_spec = args.shape or ("tiny" if args.quick else "mid")

@@ -146,7 +146,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def register_make_test_checkpoint(sub: argparse._SubParsersAction) -> None:
-    from stamp_ros.engine.testing import DEFAULT_ANSWER
+    from stamp_ros.testing.checkpoint import DEFAULT_ANSWER
 
     p = sub.add_parser("make-test-checkpoint", help="write a tiny random STAMP checkpoint")
     p.add_argument("dir", help="output directory (replaced if it exists)")
@@ -161,7 +161,7 @@ def register_make_test_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_make_test_checkpoint(args: argparse.Namespace) -> int:
-    from stamp_ros.engine.testing import make_test_checkpoint
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     try:
         path = make_test_checkpoint(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stamp_ros.ros.params import MODEL_DEFAULT
+from stamp_ros.engine.defaults import DEFAULT_MODEL
 
 DEFAULT_QUERY = "Please segment the woman in the image."
 RANDOM_LABEL = "RANDOM WEIGHTS (tiny test checkpoint): the answer and mask are meaningless"
@@ -56,7 +56,7 @@ def resolve_model(model: str, work_dir: Path) -> tuple[str, bool, str]:
     reason = _hub_unreachable(model)
     if reason is None:
         return model, False, f"hub model {model}"
-    from stamp_ros.engine.testing import make_test_checkpoint
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     ckpt = make_test_checkpoint(work_dir / "tiny-random-checkpoint", seed=0)
     return str(ckpt), True, (
@@ -109,7 +109,7 @@ def _run(args: Any) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = load_images(Path(args.image) if args.image else None)
-    model, random_weights, why = resolve_model(args.model or MODEL_DEFAULT, out_dir)
+    model, random_weights, why = resolve_model(args.model or DEFAULT_MODEL, out_dir)
     print(f"[demo] {why}", flush=True)
     query = args.query or DEFAULT_QUERY
 
@@ -306,7 +306,7 @@ def register(subparsers: Any) -> None:
         "demo", help="run the node on a photo (or a folder of frames) with one query",
         description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None,
-                   help=f"hub id or local checkpoint directory (default {MODEL_DEFAULT})")
+                   help=f"hub id or local checkpoint directory (default {DEFAULT_MODEL})")
     p.add_argument("--image", default=None,
                    help="image file or folder of frames (default: a photo from matplotlib's "
                         "sample data)")

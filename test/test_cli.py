@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from stamp_ros.cli import EXIT_CHECKPOINT, EXIT_INPUT, main
-from stamp_ros.engine.testing import _sample_image, make_test_checkpoint
+from stamp_ros.testing.checkpoint import make_test_checkpoint
+from stamp_ros.testing.images import sample_image
 
 SMALL = ["--min-pixels", str(56 * 56), "--max-pixels", str(112 * 112), "--device", "cpu"]
 
@@ -26,7 +27,7 @@ def cli_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def image_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "scene.png"
-    Image.fromarray(_sample_image(3, 60, 80)).save(path)
+    Image.fromarray(sample_image(3, 60, 80)).save(path)
     return path
 
 

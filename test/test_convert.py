@@ -22,7 +22,6 @@ from std_msgs.msg import Header
 from stamp_ros.ros.convert import (
     MAX_PIXELS,
     ImageConversionError,
-    array_to_image_msg,
     compressed_depth_to_array,
     compressed_msg_to_rgb,
     image_msg_to_array,
@@ -30,6 +29,7 @@ from stamp_ros.ros.convert import (
     mono8_to_image_msg,
     rgb_to_image_msg,
 )
+from stamp_ros.testing.images import array_to_image_msg
 
 H, W = 12, 16  # small and even: every encoding (4:2:0, Bayer) accepts it, tests stay fast
 

@@ -11,7 +11,8 @@ import torch
 from stamp_ros.engine.errors import InferenceCancelled, InputError
 from stamp_ros.engine.maskpass import fast_mask_logits
 from stamp_ros.engine.segmenter import StampSegmenter
-from stamp_ros.engine.testing import _sample_image, make_test_checkpoint
+from stamp_ros.testing.checkpoint import make_test_checkpoint
+from stamp_ros.testing.images import sample_image
 
 SMALL = {"min_pixels": 56 * 56, "max_pixels": 224 * 224}
 ANSWERS = {
@@ -55,7 +56,7 @@ def assert_same(a, b, tol=1e-4):
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_fast_path_equals_reference(segmenters, kind, shape):
     seg = segmenters[kind]
-    image = _sample_image(11, *SHAPES[shape])
+    image = sample_image(11, *SHAPES[shape])
     fast = seg.segment(image, "Please segment the white horse in the image.")
     ref = seg.segment(image, "Please segment the white horse in the image.", path="reference")
     assert fast.text == ANSWERS[kind].replace("<|seg|>", "").strip()
@@ -72,7 +73,7 @@ def test_fast_path_equals_reference(segmenters, kind, shape):
 
 
 def test_masks_are_non_trivial(segmenters):
-    result = segmenters["multi"].segment(_sample_image(2, 120, 160), "segment the things")
+    result = segmenters["multi"].segment(sample_image(2, 120, 160), "segment the things")
     grids = [i.grid for i in result.instances]
     assert all(0 < g.mean() < 1 for g in grids), [g.mean() for g in grids]
     # Different <|seg|> tokens see different prefixes, so their logits differ.
@@ -83,7 +84,7 @@ def test_tiny_image_gives_one_cell(checkpoints):
     seg = StampSegmenter.from_pretrained(
         str(checkpoints["multi"]), device="cpu", min_pixels=28 * 28, max_pixels=28 * 28
     )
-    image = _sample_image(4, 20, 20)
+    image = sample_image(4, 20, 20)
     fast, ref = seg.segment(image, "what is it"), seg.segment(image, "what is it", path="reference")
     assert fast.grid_size == (1, 1)
     assert_same(fast, ref)
@@ -99,7 +100,7 @@ def test_tiny_image_gives_one_cell(checkpoints):
 @pytest.mark.parametrize("path", ["fast", "reference"])
 def test_forced_answer_matches_generation(segmenters, kind, path):
     seg = segmenters[kind]
-    image = _sample_image(5, 100, 140)
+    image = sample_image(5, 100, 140)
     generated = seg.segment(image, "segment it", path=path)
     forced = seg.segment(image, "segment it", forced_answer_ids=generated.token_ids, path=path)
     assert forced.token_ids == generated.token_ids
@@ -111,26 +112,26 @@ def test_forced_answer_matches_generation(segmenters, kind, path):
 def test_forced_answer_validation(segmenters):
     seg = segmenters["one"]
     with pytest.raises(InputError):
-        seg.segment(_sample_image(1, 50, 50), "x", forced_answer_ids=[10**9])
+        seg.segment(sample_image(1, 50, 50), "x", forced_answer_ids=[10**9])
     with pytest.raises(InputError):
-        seg.segment(_sample_image(1, 50, 50), "x", forced_answer_ids=[seg.tokens.image_pad])
+        seg.segment(sample_image(1, 50, 50), "x", forced_answer_ids=[seg.tokens.image_pad])
 
 
 def test_seg_as_last_generated_token(checkpoints):
     """max_new_tokens cuts the answer right after <|seg|>: its KV must be fed before the masks."""
     seg = StampSegmenter.from_pretrained(str(checkpoints["one"]), device="cpu", **SMALL)
-    full = seg.segment(_sample_image(6, 90, 90), "find it")
+    full = seg.segment(sample_image(6, 90, 90), "find it")
     seg.max_new_tokens = full.token_ids.index(seg.tokens.seg) + 1
-    cut = seg.segment(_sample_image(6, 90, 90), "find it")
+    cut = seg.segment(sample_image(6, 90, 90), "find it")
     assert cut.token_ids[-1] == seg.tokens.seg
-    ref = seg.segment(_sample_image(6, 90, 90), "find it", path="reference")
+    ref = seg.segment(sample_image(6, 90, 90), "find it", path="reference")
     assert_same(cut, ref)
     np.testing.assert_allclose(cut.instances[0].logits, full.instances[0].logits, atol=1e-4)
 
 
 def test_typed_seg_in_query_is_ignored(segmenters):
     seg = segmenters["one"]
-    image = _sample_image(7, 80, 120)
+    image = sample_image(7, 80, 120)
     result = seg.segment(image, "what does <|seg|> mean here?")
     assert len(result.instances) == 1
     assert_same(result, seg.segment(image, "what does <|seg|> mean here?", path="reference"))
@@ -163,7 +164,7 @@ def _prefill_state(seg, image, query="segment it"):
 def test_mask_tokens_attend_bidirectionally(segmenters):
     seg = segmenters["multi"]
     with torch.inference_mode():
-        _, _, feats, cache, delta, seg_idx = _prefill_state(seg, _sample_image(8, 90, 120))
+        _, _, feats, cache, delta, seg_idx = _prefill_state(seg, sample_image(8, 90, 120))
         args = (seg.model, seg.classifier, cache, seg_idx[:1], delta, seg.tokens.mask)
         base = fast_mask_logits(*args, feats)
         changed = feats.clone()
@@ -175,7 +176,7 @@ def test_mask_tokens_attend_bidirectionally(segmenters):
 def test_batched_blocks_equal_separate_passes_and_cache_untouched(segmenters):
     seg = segmenters["multi"]
     with torch.inference_mode():
-        _, _, feats, cache, delta, seg_idx = _prefill_state(seg, _sample_image(9, 100, 100))
+        _, _, feats, cache, delta, seg_idx = _prefill_state(seg, sample_image(9, 100, 100))
         length = cache.get_seq_length()
         keys0 = cache.layers[0].keys.clone()
         batched = fast_mask_logits(
@@ -206,7 +207,7 @@ def test_mask_positions_follow_spec(segmenters):
     )
     try:
         with torch.inference_mode():
-            pre, full, feats, cache, delta, seg_idx = _prefill_state(seg, _sample_image(10, 80, 80))
+            pre, full, feats, cache, delta, seg_idx = _prefill_state(seg, sample_image(10, 80, 80))
             seen.clear()
             fast_mask_logits(
                 seg.model, seg.classifier, cache, seg_idx, delta, seg.tokens.mask, feats
@@ -236,7 +237,7 @@ def test_bilinear_upsampling_keeps_grid(checkpoints):
         str(checkpoints["one"]), device="cpu", mask_upsample="bilinear", **SMALL
     )
     nearest = StampSegmenter(seg.loaded, **SMALL)
-    image = _sample_image(12, 130, 170)
+    image = sample_image(12, 130, 170)
     a, b = seg.segment(image, "x"), nearest.segment(image, "x")
     assert np.array_equal(a.instances[0].grid, b.instances[0].grid)
     assert not np.array_equal(a.instances[0].mask, b.instances[0].mask)
@@ -247,7 +248,7 @@ def test_timings_progress_and_history(segmenters):
     seg = segmenters["one"]
     events = []
     result = seg.segment(
-        _sample_image(13, 64, 64),
+        sample_image(13, 64, 64),
         "and now the horse?",
         history=[("hello", "Hi! How can I help?"), ("segment the cup", "Sure, it is here:")],
         progress=lambda stage, text: events.append((stage, text)),
@@ -289,7 +290,7 @@ def test_history_is_placed_before_the_image_turn(segmenters):
 def test_cancel(segmenters):
     seg = segmenters["one"]
     with pytest.raises(InferenceCancelled):
-        seg.segment(_sample_image(1, 50, 50), "x", should_cancel=lambda: True)
+        seg.segment(sample_image(1, 50, 50), "x", should_cancel=lambda: True)
     calls = []
 
     def cancel_at_mask():
@@ -297,7 +298,7 @@ def test_cancel(segmenters):
         return len(calls) > 3
 
     with pytest.raises(InferenceCancelled):
-        seg.segment(_sample_image(1, 50, 50), "x", should_cancel=cancel_at_mask)
+        seg.segment(sample_image(1, 50, 50), "x", should_cancel=cancel_at_mask)
 
 
 @pytest.mark.parametrize(
@@ -318,19 +319,19 @@ def test_bad_images(segmenters, image):
 @pytest.mark.parametrize("query", ["", "   \n", "x" * 5000, "look at <|image_pad|>", None])
 def test_bad_queries(segmenters, query):
     with pytest.raises(InputError):
-        segmenters["one"].segment(_sample_image(1, 40, 40), query)
+        segmenters["one"].segment(sample_image(1, 40, 40), query)
 
 
 def test_bad_history(segmenters):
     with pytest.raises(InputError):
-        segmenters["one"].segment(_sample_image(1, 40, 40), "x", history=[("only one",)])
+        segmenters["one"].segment(sample_image(1, 40, 40), "x", history=[("only one",)])
 
 
 def test_too_many_positions(checkpoints):
     seg = StampSegmenter.from_pretrained(str(checkpoints["one"]), device="cpu", **SMALL)
     seg.max_positions = 50
     with pytest.raises(InputError, match="positions"):
-        seg.segment(_sample_image(1, 60, 60), "x")
+        seg.segment(sample_image(1, 60, 60), "x")
 
 
 def test_cuda_request_falls_back_with_warning(checkpoints, caplog):

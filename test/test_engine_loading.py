@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adapters import make_test_adapter
 
-from stamp_ros.engine.checkpoint import load_stamp
+from stamp_ros.engine.checkpoint import STAMP_TOKENS, load_stamp
 from stamp_ros.engine.errors import CheckpointError
 from stamp_ros.engine.segmenter import StampSegmenter
-from stamp_ros.engine.testing import (
-    STAMP_SPECIALS,
-    TinyShape,
-    _sample_image,
-    make_test_adapter,
-    make_test_checkpoint,
-)
+from stamp_ros.testing.checkpoint import TinyShape, make_test_checkpoint
+from stamp_ros.testing.images import sample_image
 
 SMALL = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 
@@ -28,7 +24,7 @@ def test_full_checkpoint_loads(full_ckpt):
     loaded = load_stamp(str(full_ckpt), device="cpu", dtype="fp32")
     tok = loaded.tokenizer
     for name, tid in zip(
-        STAMP_SPECIALS,
+        STAMP_TOKENS,
         (loaded.tokens.seg, loaded.tokens.mask, loaded.tokens.yes, loaded.tokens.no),
         strict=True,
     ):
@@ -41,7 +37,7 @@ def test_full_checkpoint_loads(full_ckpt):
 
 
 def test_eager_attention_matches_sdpa(full_ckpt):
-    image = _sample_image(3, 70, 90)
+    image = sample_image(3, 70, 90)
     a = StampSegmenter.from_pretrained(
         str(full_ckpt), device="cpu", attn_implementation="eager", **SMALL
     )
@@ -69,7 +65,7 @@ def test_lora_adapter_equals_merged_full_checkpoint(tmp_path):
     assert via_adapter.loaded.is_adapter
     assert via_adapter.model.get_input_embeddings().num_embeddings == len(via_adapter.tokenizer)
     seg = via_adapter.tokens.seg
-    image = _sample_image(4, 80, 100)
+    image = sample_image(4, 80, 100)
     forced = [seg, via_adapter.tokens.im_end]
     ra = via_adapter.segment(image, "segment it", forced_answer_ids=forced)
     rb = via_full.segment(image, "segment it", forced_answer_ids=forced)

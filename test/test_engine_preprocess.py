@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from stamp_ros import masks
+from stamp_ros.engine import masks
 from stamp_ros.engine.errors import InputError
 from stamp_ros.engine.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -16,7 +16,8 @@ from stamp_ros.engine.preprocess import (
     preprocess_torch,
     smart_resize,
 )
-from stamp_ros.engine.testing import _sample_image
+from stamp_ros.overlay import union_mask
+from stamp_ros.testing.images import sample_image
 
 CASES = [
     ((480, 640), DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
@@ -29,7 +30,7 @@ CASES = [
 
 @pytest.mark.parametrize(("hw", "min_px", "max_px"), CASES)
 def test_pil_path_equals_transformers(hw, min_px, max_px):
-    image = _sample_image(1, *hw)
+    image = sample_image(1, *hw)
     ours = preprocess_pil(image, min_pixels=min_px, max_pixels=max_px)
     hf = Qwen2VLImageProcessorPil(min_pixels=min_px, max_pixels=max_px)(
         images=[image], return_tensors="np"
@@ -49,7 +50,7 @@ def test_spec_worked_examples():
 
 @pytest.mark.parametrize(("hw", "min_px", "max_px"), CASES)
 def test_torch_path_is_close_to_pil(hw, min_px, max_px):
-    image = _sample_image(2, *hw)
+    image = sample_image(2, *hw)
     a = preprocess_pil(image, min_pixels=min_px, max_pixels=max_px)
     b = preprocess_torch(image, min_pixels=min_px, max_pixels=max_px)
     assert a.grid_thw.tolist() == b.grid_thw.tolist()
@@ -110,6 +111,6 @@ def test_bbox_area_score_union():
     assert masks.grid_score(np.full((2, 2), -1.0)) == 0.0
     other = np.zeros_like(m)
     other[4, 5] = 1
-    u = masks.union_masks([m, other])
-    assert u.dtype == np.uint8 and u.sum() == 7
-    assert masks.union_masks([], (2, 3)).shape == (2, 3)
+    u = union_mask([m, other], m.shape)  # one union for every front end: 0/255 mono8
+    assert u.dtype == np.uint8 and (u > 0).sum() == 7
+    assert union_mask([], (2, 3)).shape == (2, 3)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from stamp_ros.engine.segmenter import StampSegmenter
-from stamp_ros.engine.testing import _sample_image, make_test_checkpoint
+from stamp_ros.testing.checkpoint import make_test_checkpoint
+from stamp_ros.testing.images import sample_image
 
 SMALL = {"min_pixels": 56 * 56, "max_pixels": 168 * 168}
 QUERY = "Please segment the white horse in the image."
@@ -40,7 +41,7 @@ def assert_identical(a, b):
 def test_prefix_reuse_is_identical_to_no_reuse(loaded):
     cached = StampSegmenter(loaded, **SMALL)
     plain = StampSegmenter(loaded, prefix_cache=0, **SMALL)
-    image = _sample_image(21, 90, 120)
+    image = sample_image(21, 90, 120)
     first = cached.segment(image, QUERY)
     assert len(cached._prefixes) == 1
     # Same content in a different array: recognised by content, prefix reused.
@@ -61,7 +62,7 @@ def test_prefix_reuse_is_identical_to_no_reuse(loaded):
 
 def test_prefix_cache_keys(loaded):
     seg = StampSegmenter(loaded, prefix_cache=2, **SMALL)
-    a, b = _sample_image(1, 90, 120), _sample_image(2, 90, 120)
+    a, b = sample_image(1, 90, 120), sample_image(2, 90, 120)
     seg.segment(a, QUERY)
     changed = a.copy()
     changed[45, 60, 1] ^= 1  # one pixel differs: a different frame
@@ -83,7 +84,7 @@ def test_prefix_cache_keys(loaded):
 
 def test_teacher_forced_on_cached_prefix_equals_full(loaded):
     seg = StampSegmenter(loaded, **SMALL)
-    image = _sample_image(22, 100, 100)
+    image = sample_image(22, 100, 100)
     full = seg.segment(image, QUERY)
     forced = seg.segment(image, QUERY, forced_answer_ids=full.token_ids)
     assert forced.timings_ms["vision"] < 0.5
@@ -99,7 +100,7 @@ def test_static_decode_matches_eager(loaded):
     static = StampSegmenter(loaded, prefix_cache=0, decode_mode="static", **SMALL)
     graph = StampSegmenter(loaded, prefix_cache=0, decode_mode="cuda_graph", **SMALL)
     assert graph.decode_mode == "static"  # no CUDA here: same maths without the graph
-    image = _sample_image(23, 80, 110)
+    image = sample_image(23, 80, 110)
     a, b = eager.segment(image, QUERY), static.segment(image, QUERY)
     assert a.token_ids == b.token_ids and a.text == b.text
     for x, y in zip(a.instances, b.instances, strict=True):
@@ -107,7 +108,7 @@ def test_static_decode_matches_eager(loaded):
         confident = np.abs(x.logits) > 1e-3
         assert np.array_equal(x.grid[confident], y.grid[confident])
     # The static buffers are reused by the next request and give the same answer again.
-    c = static.segment(_sample_image(24, 80, 110), QUERY)
+    c = static.segment(sample_image(24, 80, 110), QUERY)
     assert c.token_ids == a.token_ids
     assert len(static._decoders) == 1
 
@@ -115,7 +116,7 @@ def test_static_decode_matches_eager(loaded):
 def test_static_decode_seg_as_last_token(loaded):
     seg = StampSegmenter(loaded, prefix_cache=0, decode_mode="static", **SMALL)
     eager = StampSegmenter(loaded, prefix_cache=0, **SMALL)
-    image = _sample_image(25, 90, 90)
+    image = sample_image(25, 90, 90)
     full = eager.segment(image, QUERY)
     cut_at = full.token_ids.index(seg.tokens.seg) + 1
     seg.max_new_tokens = eager.max_new_tokens = cut_at
@@ -129,7 +130,7 @@ def test_warmup_runs_and_leaves_no_state(loaded):
     times = seg.warmup()
     assert set(times) == {"decode_run_ms", "mask_run_ms"}
     assert not seg._prefixes
-    result = seg.segment(_sample_image(26, 64, 64), QUERY)
+    result = seg.segment(sample_image(26, 64, 64), QUERY)
     assert len(result.instances) == 2
 
 

@@ -19,7 +19,7 @@ ANSWER = "Sure, it is here: <|seg|>"
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    from stamp_ros.engine.testing import make_test_checkpoint
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "stamp-tiny", seed=0,
                                 answer=ANSWER)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.ros
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from stamp_ros.engine.testing import make_test_checkpoint
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "stamp-tiny", seed=0,
                                 answer="Sure, it is here: <|seg|>")
@@ -72,7 +72,7 @@ def test_depth_gives_3d_fields_points_and_markers(processes, ros_client, checkpo
     from visualization_msgs.msg import Marker, MarkerArray
 
     from stamp_ros.ros.cloud import cloud_to_points
-    from stamp_ros.ros.convert import array_to_image_msg
+    from stamp_ros.testing.images import array_to_image_msg
 
     proc = processes.start(*node_args(checkpoint), name="node")
     wait_ready(ros_client, processes, proc)

@@ -37,7 +37,7 @@ SEGMENT_SRV = "/stamp_node/segment"
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from stamp_ros.engine.testing import make_test_checkpoint
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "stamp-tiny", seed=0,
                                 answer=ANSWER)

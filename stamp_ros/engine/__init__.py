@@ -1,7 +1,8 @@
 """The STAMP inference engine: torch + transformers only, never rclpy.
 
 The node, the CLI and the benchmarks all go through :class:`StampSegmenter`, so an offline
-result and a ROS result for the same image and query are the same masks.
+result and a ROS result for the same image and query are the same masks. Generated test
+checkpoints are not part of the engine: see :mod:`stamp_ros.testing`.
 
 The heavy names (``StampSegmenter``, ``load_stamp``, ...) are imported lazily so that importing
 the error and result types does not pull in torch and transformers.
@@ -19,8 +20,6 @@ _LAZY = {
     "StampSegmenter": "stamp_ros.engine.segmenter",
     "load_stamp": "stamp_ros.engine.checkpoint",
     "LoadedStamp": "stamp_ros.engine.checkpoint",
-    "make_test_checkpoint": "stamp_ros.engine.testing",
-    "make_test_adapter": "stamp_ros.engine.testing",
 }
 
 __all__ = [
@@ -33,8 +32,6 @@ __all__ = [
     "StampResult",
     "StampSegmenter",
     "load_stamp",
-    "make_test_adapter",
-    "make_test_checkpoint",
 ]
 
 

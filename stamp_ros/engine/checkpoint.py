@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from stamp_ros.engine.defaults import DEFAULT_MODEL
 from stamp_ros.engine.errors import CheckpointError
 
 logger = logging.getLogger("stamp_ros.engine")
 
-DEFAULT_MODEL = "JiaZL/STAMP-2B-uni"
 STAMP_TOKENS = ("<|seg|>", "<|mask|>", "<|yes|>", "<|no|>")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

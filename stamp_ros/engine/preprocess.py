@@ -23,14 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stamp_ros.engine.defaults import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from stamp_ros.engine.errors import InputError
 
 # OpenAI CLIP statistics, as used by every Qwen2-VL checkpoint.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-DEFAULT_MIN_PIXELS = 1024 * 28 * 28
-DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
-from stamp_ros import masks as mask_ops
+from stamp_ros.engine import masks as mask_ops
 from stamp_ros.engine.checkpoint import DEFAULT_MODEL, LoadedStamp, load_stamp
 from stamp_ros.engine.decode import DECODE_MODES, StaticDecoder, capacity_for
 from stamp_ros.engine.errors import InferenceCancelled, InputError

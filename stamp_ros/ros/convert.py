@@ -31,9 +31,10 @@ import numpy as np
 __all__ = [
     "MAX_PIXELS",
     "ImageConversionError",
-    "array_to_image_msg",
+    "build_image_msg",
     "compressed_depth_to_array",
     "compressed_msg_to_rgb",
+    "encoding_layout",
     "image_msg_to_array",
     "image_msg_to_rgb",
     "mono8_to_image_msg",
@@ -113,7 +114,7 @@ _YUV_CODES = {
 }
 
 
-def _layout(encoding: Any) -> tuple[np.dtype, int, str]:
+def encoding_layout(encoding: Any) -> tuple[np.dtype, int, str]:
     """(little-endian element dtype, channels, kind) of an encoding, or ImageConversionError."""
     if not isinstance(encoding, str) or not encoding.strip():
         raise ImageConversionError(f"missing or invalid image encoding {encoding!r}")
@@ -169,7 +170,7 @@ def _raw_view(msg: Any, max_pixels: int) -> tuple[np.ndarray, str]:
     The view has shape (rows, width) for one channel and (rows, width, channels) otherwise,
     where rows is ``height`` except for NV12/NV21 (1.5 x height, Y plane then UV plane).
     """
-    dtype, channels, kind = _layout(getattr(msg, "encoding", None))
+    dtype, channels, kind = encoding_layout(getattr(msg, "encoding", None))
     height = _positive_int(getattr(msg, "height", 0), "height")
     width = _positive_int(getattr(msg, "width", 0), "width")
     if width * height > max_pixels:
@@ -482,10 +483,15 @@ def compressed_depth_to_array(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.n
 # numpy -> Image
 
 
-def _image_msg(
+def build_image_msg(
     header: Any, height: int, width: int, encoding: str, step: int, bigendian: bool, raw: Any
 ) -> Any:
-    """Build the message with exactly the Python types Humble's field assertions accept."""
+    """A ``sensor_msgs/Image`` from raw bytes, with exactly the Python types Humble accepts.
+
+    Public so that every writer of image messages (the ones below, and the any-layout test
+    builder in :mod:`stamp_ros.testing.images`) goes through the one place that knows Humble's
+    field assertions.
+    """
     from sensor_msgs.msg import Image
 
     msg = Image()
@@ -521,7 +527,7 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Any = None, encoding: str = "rgb8"
     elif encoding != "rgb8":
         raise ValueError(f"rgb_to_image_msg writes rgb8 or bgr8, not {encoding!r}")
     h, w = rgb.shape[:2]
-    return _image_msg(header, h, w, encoding, w * 3, False, _flat_bytes(rgb))
+    return build_image_msg(header, h, w, encoding, w * 3, False, _flat_bytes(rgb))
 
 
 def mono8_to_image_msg(mask_uint8: np.ndarray, header: Any = None) -> Any:
@@ -540,54 +546,5 @@ def mono8_to_image_msg(mask_uint8: np.ndarray, header: Any = None) -> Any:
     elif mask.dtype != np.uint8:
         raise ValueError(f"expected a uint8 or bool mask, got {mask.dtype}")
     h, w = mask.shape
-    return _image_msg(header, h, w, "mono8", w, False, _flat_bytes(mask))
+    return build_image_msg(header, h, w, "mono8", w, False, _flat_bytes(mask))
 
-
-def array_to_image_msg(
-    arr: np.ndarray,
-    encoding: str,
-    header: Any = None,
-    *,
-    is_bigendian: bool = False,
-    step: int | None = None,
-    pad_value: int = 0,
-) -> Any:
-    """A raw array as a ``sensor_msgs/Image`` of any supported encoding.
-
-    The inverse of :func:`image_msg_to_array`: ``arr`` has the layout that function returns
-    ((H, W) or (H, W, C) of the encoding's dtype, (H, W, 2) uint8 for packed YUV 4:2:2,
-    (1.5*H, W) uint8 for NV12/NV21). ``is_bigendian`` and a ``step`` larger than the row size
-    produce the byte layouts other machines send, so every reader path can be tested; padding
-    bytes get ``pad_value`` so a reader that leaks them is caught.
-    """
-    dtype, channels, kind = _layout(encoding)
-    a = np.asarray(arr)
-    if a.ndim == 3 and a.shape[2] == 1 and channels == 1:
-        a = a[..., 0]
-    expected_ndim = 2 if channels == 1 else 3
-    if a.ndim != expected_ndim or (channels > 1 and a.shape[2] != channels):
-        want = "(H, W)" if channels == 1 else f"(H, W, {channels})"
-        raise ValueError(f"{encoding} needs an array of shape {want}, got {a.shape}")
-    if a.dtype.kind != dtype.kind or a.dtype.itemsize != dtype.itemsize:
-        raise ValueError(f"{encoding} needs dtype {dtype.name}, got {a.dtype}")
-    rows, width = a.shape[:2]
-    height = rows
-    if kind in ("nv12", "nv21"):
-        if rows % 3:
-            raise ValueError(f"{encoding} needs 1.5*H rows (a multiple of 3), got {rows}")
-        height = rows * 2 // 3
-    if kind in ("uyvy", "yuyv", "nv12", "nv21") and width % 2:
-        raise ValueError(f"{encoding} needs an even width, got {width}")
-    big = bool(is_bigendian) and dtype.itemsize > 1
-    out_dtype = dtype.newbyteorder(">" if big else "<")
-    row_bytes = width * channels * dtype.itemsize
-    if step is None:
-        step = row_bytes
-    if step < row_bytes:
-        raise ValueError(f"step {step} is smaller than the row size {row_bytes}")
-    packed = np.ascontiguousarray(a, dtype=out_dtype).reshape(rows, -1).view(np.uint8)
-    if step != row_bytes:
-        padded = np.full((rows, step), pad_value, dtype=np.uint8)
-        padded[:, :row_bytes] = packed
-        packed = padded
-    return _image_msg(header, height, width, encoding, step, big, packed.reshape(-1))

@@ -2,7 +2,9 @@
 needs the model reloaded.
 
 The node declares them from this table, the README table and config/stamp.yaml are checked
-against it by the tests, so the documented interface cannot drift from the code.
+against it by the tests, so the documented interface cannot drift from the code. The engine's
+defaults (model, pixel range, answer length, system prompt) are taken from the torch-free
+``stamp_ros.engine.defaults`` / ``engine.prompt``, so the node and the CLI start from the same.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MODEL_DEFAULT = "JiaZL/STAMP-2B-uni"
+from stamp_ros.engine.defaults import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    DEFAULT_MODEL,
+)
+from stamp_ros.engine.prompt import DEFAULT_SYSTEM_PROMPT
 
 
 @dataclass(frozen=True)
@@ -27,18 +35,18 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    Param("model", MODEL_DEFAULT, "STAMP checkpoint: hub id or local directory (full model or "
+    Param("model", DEFAULT_MODEL, "STAMP checkpoint: hub id or local directory (full model or "
           "PEFT LoRA adapter such as JiaZL/STAMP-7B-lora)", reload=True),
     Param("device", "auto", "where the model runs: auto (cuda when available), cuda, cuda:N, cpu",
           reload=True),
     Param("dtype", "auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32",
           choices=("auto", "bf16", "fp16", "fp32"), reload=True),
-    Param("min_pixels", 1024 * 28 * 28, "smallest resized image area (Qwen2-VL processor)",
+    Param("min_pixels", DEFAULT_MIN_PIXELS, "smallest resized image area (Qwen2-VL processor)",
           min_value=28 * 28, reload=True),
-    Param("max_pixels", 1280 * 28 * 28, "largest resized image area (Qwen2-VL processor)",
+    Param("max_pixels", DEFAULT_MAX_PIXELS, "largest resized image area (Qwen2-VL processor)",
           min_value=28 * 28, reload=True),
-    Param("max_new_tokens", 128, "longest answer the model may write", min_value=1,
-          max_value=4096),
+    Param("max_new_tokens", DEFAULT_MAX_NEW_TOKENS, "longest answer the model may write",
+          min_value=1, max_value=4096),
     Param("mask_upsample", "nearest", "grid to full resolution: nearest (as the reference "
           "code) or bilinear (smooth: bilinear logits thresholded at 0)",
           choices=("nearest", "bilinear")),
@@ -66,7 +74,7 @@ PARAMS: tuple[Param, ...] = (
           "reliable or best_effort (match your camera driver)",
           choices=("reliable", "best_effort"), reload=True),
     Param("publish_overlay", True, "publish ~/overlay (only built while someone subscribes)"),
-    Param("system_prompt", "You are a helpful assistant.", "system message of the chat"),
+    Param("system_prompt", DEFAULT_SYSTEM_PROMPT, "system message of the chat"),
     Param("depth_scale", 0.001, "metres per raw unit of 16UC1 depth images (32FC1 is metres)",
           min_value=0.0),
     Param("depth_max_skew", 0.05, "seconds: largest stamp difference between a colour frame "

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stamp_ros.engine.checkpoint import quiet_transformers
+from stamp_ros.engine.checkpoint import STAMP_TOKENS, quiet_transformers
+from stamp_ros.testing.images import sample_image
 
 QWEN_SPECIALS = (
     "<|endoftext|>",
@@ -56,7 +57,6 @@ QWEN_SPECIALS = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
-STAMP_SPECIALS = ("<|seg|>", "<|mask|>", "<|yes|>", "<|no|>")
 DEFAULT_ANSWER = "Sure, it is here: <|seg|>"
 
 # The Qwen2-VL-Instruct chat template (content items may be strings or typed/untyped dicts).
@@ -154,12 +154,12 @@ def build_tokenizer(*, stamp_tokens: bool = True, answer: str | None = None):
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer)
-    specials = list(QWEN_SPECIALS) + (list(STAMP_SPECIALS) if stamp_tokens else [])
+    specials = list(QWEN_SPECIALS) + (list(STAMP_TOKENS) if stamp_tokens else [])
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     if answer:
         words, _ = _answer_words(answer)
         tok.add_tokens([AddedToken(w, normalized=False) for w in words])
-    extra = {"additional_special_tokens": list(STAMP_SPECIALS)} if stamp_tokens else {}
+    extra = {"additional_special_tokens": list(STAMP_TOKENS)} if stamp_tokens else {}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -348,20 +348,7 @@ def _wire_answer(model, plan: _Plan, *, anchor: int, seg: int) -> None:
             lm[tok, onehot[seg]] += (intercept + offset) / amp
 
 
-def _sample_image(seed: int, h: int = 84, w: int = 112) -> np.ndarray:
-    """A smooth random picture: blobs give the vision tower spatial structure to react to."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 30)
-        color = rng.uniform(0, 255, 3)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
-        img = img * (1 - blob) + color * blob
-    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
-
-
-def _save_classifier(directory: Path, weight: torch.Tensor, bias: torch.Tensor) -> None:
+def save_classifier(directory: Path, weight: torch.Tensor, bias: torch.Tensor) -> None:
     """Append ``classifier.*`` to the first safetensors shard, as the reference trainer saves it."""
     from safetensors.torch import load_file, save_file
 
@@ -396,7 +383,7 @@ def _calibrate_bias(directory: Path, seed: int, answer: str | None) -> float:
         forced = seg.tokenizer(answer, add_special_tokens=False).input_ids
     logits = [
         seg.segment(
-            _sample_image(seed + i, h, w),
+            sample_image(seed + i, h, w),
             "Please segment the object.",
             forced_answer_ids=[*forced, tokens.im_end],
         )
@@ -484,82 +471,10 @@ def make_test_checkpoint(
         bos_token_id=config.text_config.bos_token_id,
     ).save_pretrained(out)
     if classifier and weights == "safetensors":
-        _save_classifier(out, head_w, head_b)
+        save_classifier(out, head_w, head_b)
         if calibrate and stamp_tokens:
-            _save_classifier(
+            save_classifier(
                 out, head_w, head_b - _calibrate_bias(out, seed, answer if scripted else None)
             )
     return out
 
-
-def make_test_adapter(
-    base_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    seed: int = 0,
-    rank: int = 4,
-    merged_out_dir: str | Path | None = None,
-) -> Path:
-    """A PEFT LoRA STAMP adapter on a plain tiny Qwen2-VL base (made with ``stamp_tokens=False``).
-
-    Mirrors STAMP-7B-lora: the STAMP tokens are added to the base tokenizer, embeddings are
-    resized to ``len(tokenizer)``, LoRA on the LLM projections, and ``embed_tokens``,
-    ``lm_head`` and ``classifier`` saved whole via ``modules_to_save``. ``merged_out_dir`` also
-    writes the merged result as a full checkpoint so tests can compare the two loading routes.
-    """
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
-
-    base_dir, out = Path(base_dir), Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(STAMP_SPECIALS)})
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    hidden = model.config.get_text_config().hidden_size
-    model.classifier = torch.nn.Linear(hidden, 1)
-    lora = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        lora_dropout=0.0,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
-        modules_to_save=["embed_tokens", "lm_head", "classifier"],
-    )
-    peft_model = get_peft_model(model, lora)
-    gen = torch.Generator().manual_seed(seed + 7)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
-            elif "modules_to_save" in name:
-                param.add_(torch.randn(param.shape, generator=gen) * 0.05)
-    with quiet_transformers():
-        peft_model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    cfg_path = out / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = str(base_dir.resolve())
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    if merged_out_dir is not None:
-        merged_dir = Path(merged_out_dir)
-        if merged_dir.exists():
-            shutil.rmtree(merged_dir)
-        merged = peft_model.merge_and_unload()
-        head = merged.classifier
-        del merged.classifier
-        with quiet_transformers():
-            merged.save_pretrained(merged_dir)
-        tokenizer.save_pretrained(merged_dir)
-        _save_classifier(merged_dir, head.weight, head.bias)
-    return out

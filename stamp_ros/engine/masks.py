@@ -1,13 +1,14 @@
 """Coarse STAMP grids/logits -> full-resolution masks, and small mask statistics.
 
-No rclpy here: the engine, the CLI and the ROS node all share these helpers, so an offline result
-and a ROS result are computed the same way. Functions accept numpy arrays and, where it pays off
-(upsampling on the model's device), torch tensors; they return the same kind they were given.
+Part of the engine: the segmenter calls these once per result, so the CLI and the ROS node get
+masks, boxes, areas and scores already computed the same way (the node never recomputes them).
+Functions accept numpy arrays and, where it pays off (upsampling on the model's device), torch
+tensors; they return the same kind they were given. The union of a result's masks, which only
+the front ends draw or publish, is :func:`stamp_ros.overlay.union_mask` (numpy, no torch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -109,14 +110,3 @@ def grid_score(logits: np.ndarray, grid: np.ndarray | None = None) -> float:
         return 0.0
     return float(np.mean(1.0 / (1.0 + np.exp(-logits[fg]))))
 
-
-def union_masks(masks: Iterable[np.ndarray], shape_hw: Sequence[int] | None = None) -> np.ndarray:
-    """Pixel-wise OR of several masks as uint8 {0,1}; an empty list needs ``shape_hw``."""
-    out: np.ndarray | None = None
-    for m in masks:
-        out = (m != 0) if out is None else (out | (m != 0))
-    if out is None:
-        if shape_hw is None:
-            raise ValueError("union of no masks needs shape_hw")
-        return np.zeros(tuple(shape_hw), dtype=np.uint8)
-    return out.astype(np.uint8)
