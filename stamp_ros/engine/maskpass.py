@@ -10,12 +10,33 @@ Two implementations with the same result (spec §4, verified recipe §8):
   ``<|seg|>``: copy-slice the cache, re-run the vision tower, embed the whole ``prefix + masks``
   sequence, recompute mRoPE positions over it, build the full (P+N)x(P+N) hybrid mask and keep
   the mask rows. It exists to check the fast path, not to be fast.
+
+Their input is an :class:`AnswerState`: the answer of phase 1 with the KV it left behind.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+
+@dataclass
+class AnswerState:
+    """What phase 1 (the answer) hands to phase 2 (the mask pass).
+
+    ``cache`` holds the KV of the prompt and the answer up to and including its last
+    ``<|seg|>``. The fast path's mask pass reuses the vision ``features`` and the RoPE offset
+    ``delta``; the reference pass re-runs the model on the full ``sequence`` instead.
+    """
+
+    generated: list[int]
+    cache: Any
+    delta: int | None = None
+    features: torch.Tensor | None = None
+    sequence: torch.Tensor | None = None
 
 
 class _FrozenLayer(DynamicLayer):

@@ -8,29 +8,38 @@ answer into a merged-patch grid. Two paths give the same masks:
   is polled; all mask passes of an answer run batched in one forward.
 * ``path="reference"``: transformers' ``generate`` followed by the plain per-``<|seg|>`` mask pass
   of the spec. Slow on purpose; the tests hold the fast path to it.
+
+This module runs one request through its phases and owns the fast answer loop. Its helpers live
+next to it: ``prefix_cache`` (frame prefixes reused across queries), ``decoder_pool`` and
+``decode`` (static-cache / CUDA-graph decoding), ``reference`` (the reference answer),
+``maskpass`` (phase 2 and :class:`AnswerState`, what phase 1 hands it), ``masks`` (grids to
+full-resolution masks) and ``timing`` (the per-stage clock).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Hashable, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
 from stamp_ros.engine import masks as mask_ops
-from stamp_ros.engine.checkpoint import DEFAULT_MODEL, LoadedStamp, load_stamp
-from stamp_ros.engine.decode import DECODE_MODES, StaticDecoder, capacity_for
-from stamp_ros.engine.errors import InferenceCancelled, InputError
-from stamp_ros.engine.maskpass import fast_mask_logits, reference_mask_logits
-from stamp_ros.engine.preprocess import (
+from stamp_ros.engine.checkpoint import LoadedStamp, load_stamp
+from stamp_ros.engine.decode import DECODE_MODES, StaticDecoder
+from stamp_ros.engine.decoder_pool import DecoderPool
+from stamp_ros.engine.defaults import (
+    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
+    DEFAULT_MODEL,
+)
+from stamp_ros.engine.errors import InferenceCancelled, InputError
+from stamp_ros.engine.maskpass import AnswerState, fast_mask_logits, reference_mask_logits
+from stamp_ros.engine.prefix_cache import PrefixCache, PrefixPlan
+from stamp_ros.engine.preprocess import (
     Preprocessed,
     VisionGeometry,
     preprocess_pil,
@@ -39,7 +48,9 @@ from stamp_ros.engine.preprocess import (
     validate_image,
 )
 from stamp_ros.engine.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, encode_prompt
+from stamp_ros.engine.reference import reference_answer
 from stamp_ros.engine.result import SegInstance, StampResult
+from stamp_ros.engine.timing import StageClock, now
 
 logger = logging.getLogger("stamp_ros.engine")
 
@@ -49,59 +60,6 @@ CancelCheck = Callable[[], bool]
 PATHS = ("fast", "reference")
 PREPROCESSORS = ("auto", "pil", "torch")
 _CANCEL_EVERY = 4  # decode steps between cancel polls
-_MAX_STATIC_DECODERS = 2  # capacity buckets kept alive (each holds a KV buffer and a graph)
-
-
-@dataclass
-class _PrefixEntry:
-    """KV of ``system + history + <|vision_start|> image <|vision_end|>`` for one frame.
-
-    Causal attention makes this KV independent of whatever follows, so any later query on the
-    same frame (same prompt prefix) can start from it: no preprocessing, no vision tower and a
-    prefill of only the query's ~20 tokens.
-    """
-
-    prefix_ids: tuple[int, ...]
-    settings: tuple
-    frame_key: Hashable | None
-    image: np.ndarray | None
-    """A private copy of the frame when the caller gave no ``frame_key`` (content identity)."""
-    pre: Preprocessed
-    features: torch.Tensor
-    kv: list[tuple[torch.Tensor, torch.Tensor]]
-    delta: int
-
-
-def _same_frame(a: np.ndarray, b: np.ndarray) -> bool:
-    """Exact content equality, with a cheap strided probe first (different frames exit early)."""
-    if a.shape != b.shape:
-        return False
-    if not np.array_equal(a[::17, ::13], b[::17, ::13]):
-        return False
-    return bool(np.array_equal(a, b))
-
-
-def _now() -> float:
-    return time.perf_counter()
-
-
-class _Clock:
-    """Stage stopwatch; synchronises CUDA so GPU stages are not under-reported."""
-
-    def __init__(self, device: torch.device):
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        self.ms: dict[str, float] = {}
-        self.start = _now()
-
-    @contextmanager
-    def stage(self, name: str):
-        self.sync()
-        t0 = _now()
-        try:
-            yield
-        finally:
-            self.sync()
-            self.ms[name] = self.ms.get(name, 0.0) + (_now() - t0) * 1000.0
 
 
 class StampSegmenter:
@@ -113,7 +71,7 @@ class StampSegmenter:
         *,
         min_pixels: int = DEFAULT_MIN_PIXELS,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        max_new_tokens: int = 128,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         mask_upsample: str = "nearest",
         refine: str | None = None,
         sam_checkpoint: str | None = None,
@@ -149,8 +107,7 @@ class StampSegmenter:
         self.system_prompt = system_prompt
         self.path = path
         self.preprocess_mode = preprocess
-        self.prefix_cache_size = prefix_cache
-        self._prefixes: list[_PrefixEntry] = []
+        self._prefixes = PrefixCache(prefix_cache)
         self.decode_mode = decode_mode
         if decode_mode != "eager" and loaded.attn_implementation == "flash_attention_2":
             logger.warning("decode_mode=%s needs sdpa or eager attention; decoding eagerly",
@@ -159,7 +116,9 @@ class StampSegmenter:
         if decode_mode == "cuda_graph" and self.device.type != "cuda":
             # Same maths without the graph; keeps CPU runs of a GPU configuration working.
             self.decode_mode = "static"
-        self._decoders: dict[int, StaticDecoder] = {}
+        self._decoders = DecoderPool(
+            self.model, loaded.attn_implementation, use_graph=self.decode_mode == "cuda_graph"
+        )
         vc = self.model.config.vision_config
         self.geometry = VisionGeometry(vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size)
         self.max_positions = self.model.config.get_text_config().max_position_embeddings
@@ -188,6 +147,11 @@ class StampSegmenter:
             model, device=device, dtype=dtype, attn_implementation=attn_implementation
         )
         return cls(loaded, **options)
+
+    @property
+    def prefix_cache_size(self) -> int:
+        """How many frame prefixes the cache keeps (0: off)."""
+        return self._prefixes.size
 
     # ------------------------------------------------------------------ public
 
@@ -242,12 +206,12 @@ class StampSegmenter:
         forced = [self.tokens.seg, self.tokens.im_end]
         times: dict[str, float] = {}
         with self._lock, torch.inference_mode():
-            t0 = _now()
+            t0 = now()
             self._run(image, messages, None, "fast", quiet, never, None, max_new_tokens=2)
-            times["decode_run_ms"] = (_now() - t0) * 1000.0
-            t0 = _now()
+            times["decode_run_ms"] = (now() - t0) * 1000.0
+            t0 = now()
             self._run(image, messages, forced, "fast", quiet, never, None)
-            times["mask_run_ms"] = (_now() - t0) * 1000.0
+            times["mask_run_ms"] = (now() - t0) * 1000.0
             self._prefixes.clear()
         return times
 
@@ -280,23 +244,6 @@ class StampSegmenter:
         rh, rw = smart_resize(*image.shape[:2], geo.factor, self.min_pixels, self.max_pixels)
         return (rh // geo.factor) * (rw // geo.factor)
 
-    def _lookup_prefix(self, prefix_ids: tuple, settings: tuple, image, frame_key):
-        for i, entry in enumerate(self._prefixes):
-            if entry.prefix_ids != prefix_ids or entry.settings != settings:
-                continue
-            if frame_key is not None:
-                hit = entry.frame_key == frame_key
-            else:
-                hit = entry.frame_key is None and _same_frame(entry.image, image)
-            if hit:
-                self._prefixes.insert(0, self._prefixes.pop(i))  # most recently used first
-                return entry
-        return None
-
-    def _store_prefix(self, entry: _PrefixEntry) -> None:
-        self._prefixes.insert(0, entry)
-        del self._prefixes[self.prefix_cache_size :]
-
     def _preprocess(self, image: np.ndarray) -> Preprocessed:
         mode = self._preprocess_kind()
         kwargs = {
@@ -315,16 +262,16 @@ class StampSegmenter:
     def _run(
         self, image, messages, forced, path, report, cancelled, frame_key, max_new_tokens=None
     ) -> StampResult:
-        clock = _Clock(self.device)
+        clock = StageClock(self.device)
         limit = max_new_tokens or self.max_new_tokens
 
-        def checkpoint(stage: str, text: str = "") -> None:
+        def start_stage(stage: str, text: str = "") -> None:
             if cancelled():
                 raise InferenceCancelled(f"cancelled before {stage}")
             report(stage, text)
 
-        checkpoint("preprocess")
-        prefix = None
+        start_stage("preprocess")
+        plan: PrefixPlan | None = None
         with clock.stage("preprocess"):
             num_tokens = self._merged_tokens(image)
             prompt = encode_prompt(self.tokenizer, messages, self.tokens.image_pad, num_tokens)
@@ -340,32 +287,40 @@ class StampSegmenter:
                 end = max(i for i, t in enumerate(prompt) if t == self.tokens.image_pad) + 1
                 if end < len(prompt) and prompt[end] == self.tokens.vision_end:
                     end += 1
-                settings = (self._preprocess_kind(), self.min_pixels, self.max_pixels)
-                key = (tuple(prompt[:end]), settings)
-                entry = None
-                if self.prefix_cache_size > 0:
-                    entry = self._lookup_prefix(*key, image, frame_key)
-                prefix = {"end": end, "key": key, "entry": entry, "frame_key": frame_key,
-                          "image": image}
-            if prefix is not None and prefix["entry"] is not None:
-                pre = prefix["entry"].pre
+                plan = PrefixPlan(
+                    end=end,
+                    prefix_ids=tuple(prompt[:end]),
+                    settings=(self._preprocess_kind(), self.min_pixels, self.max_pixels),
+                    frame_key=frame_key,
+                    image=image,
+                )
+                if self._prefixes.size > 0:
+                    plan.entry = self._prefixes.lookup(plan)
+            if plan is not None and plan.entry is not None:
+                pre = plan.entry.pre
             else:
                 pre = self._preprocess(image)
-        run = self._phase1_fast if path == "fast" else self._phase1_reference
-        state = run(ids, pre, forced, clock, checkpoint, report, cancelled, limit, prefix)
-        generated: list[int] = state["generated"]
+        if plan is not None:
+            state = self._phase1_fast(
+                ids, pre, forced, clock, start_stage, report, cancelled, limit, plan
+            )
+        else:
+            start_stage("prefill")
+            state = reference_answer(self.loaded, ids, pre, forced, clock, limit)
+            report("decode", self.tokenizer.decode(state.generated, skip_special_tokens=True))
+        generated = state.generated
         text = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
         clock.ms["generate"] = sum(clock.ms.get(k, 0.0) for k in ("vision", "prefill", "decode"))
         # Only <|seg|> tokens the model produced count, never ones typed into the prompt.
         seg_idx = [len(prompt) + j for j, t in enumerate(generated) if t == self.tokens.seg]
 
-        checkpoint("mask", text)
+        start_stage("mask", text)
         with clock.stage("mask"):
             logits = self._mask_logits(path, state, ids, pre, seg_idx)
-        checkpoint("postprocess", text)
+        start_stage("postprocess", text)
         with clock.stage("postprocess"):
             instances = self._postprocess(image, logits, pre)
-        clock.ms["total"] = (_now() - clock.start) * 1000.0
+        clock.ms["total"] = (now() - clock.start) * 1000.0
         report("done", text)
         h, w = image.shape[:2]
         return StampResult(
@@ -406,17 +361,26 @@ class StampSegmenter:
         return hidden[:, -1]
 
     def _phase1_fast(
-        self, ids, pre, forced, clock, checkpoint, report, cancelled, limit, prefix=None
-    ) -> dict:
-        entry = prefix["entry"] if prefix is not None else None
-        checkpoint("vision")
+        self,
+        ids: torch.Tensor,
+        pre: Preprocessed,
+        forced: list[int] | None,
+        clock: StageClock,
+        start_stage: Callable[[str], None],
+        report: Progress,
+        cancelled: CancelCheck,
+        limit: int,
+        plan: PrefixPlan,
+    ) -> AnswerState:
+        entry = plan.entry
+        start_stage("vision")
         with clock.stage("vision"):
             if entry is not None:
                 features = entry.features
             else:
                 out = self.model.model.get_image_features(pre.pixel_values, pre.grid_thw)
                 features = torch.cat(out.pooler_output)
-        checkpoint("prefill")
+        start_stage("prefill")
         with clock.stage("prefill"):
             full = (
                 ids
@@ -425,21 +389,19 @@ class StampSegmenter:
                     [ids, torch.tensor([forced], dtype=torch.long, device=self.device)], dim=1
                 )
             )
-            if prefix is None:
-                cache, delta, last = self._prefill(full, pre, features)
+            # Always prefill in two chunks (frame prefix, then query + forced answer), so a
+            # prefix-cache hit, a miss and a run with the cache off do exactly the same
+            # arithmetic: results never depend on caching. Costs one short extra forward.
+            end = plan.end
+            if entry is None:
+                cache, delta, _ = self._prefill(full[:, :end], pre, features)
+                if self._prefixes.size > 0:
+                    kv = [(k, v) for k, v, *_ in cache]
+                    self._prefixes.remember(plan, pre, features, kv, delta, self.device)
             else:
-                # Always prefill in two chunks (frame prefix, then query + forced answer), so a
-                # prefix-cache hit, a miss and a run with the cache off do exactly the same
-                # arithmetic: results never depend on caching. Costs one short extra forward.
-                end = prefix["end"]
-                if entry is None:
-                    cache, delta, _ = self._prefill(full[:, :end], pre, features)
-                    if self.prefix_cache_size > 0:
-                        self._remember(prefix, pre, features, cache, delta)
-                else:
-                    delta = entry.delta
-                    cache = DynamicCache(ddp_cache_data=entry.kv)
-                last = self._extend(cache, full[0, end:].tolist(), delta)
+                delta = entry.delta
+                cache = DynamicCache(ddp_cache_data=entry.kv)
+            last = self._extend(cache, full[0, end:].tolist(), delta)
         generated: list[int] = list(forced) if forced is not None else []
         with clock.stage("decode"):
             if forced is None and self.decode_mode != "eager":
@@ -458,51 +420,14 @@ class StampSegmenter:
                 cached = cache.get_seq_length() - ids.shape[1]
                 if segs and segs[-1] >= cached:
                     self._extend(cache, generated[cached : segs[-1] + 1], delta)
-        return {"generated": generated, "cache": cache, "delta": delta, "features": features}
-
-    def _remember(self, prefix, pre, features, cache, delta) -> _PrefixEntry:
-        """Keep the just-computed frame prefix (KV tensors are never mutated afterwards)."""
-        frame_key = prefix["frame_key"]
-        meta = Preprocessed(
-            pixel_values=torch.empty(0, device=self.device),  # not needed on a hit
-            grid_thw=pre.grid_thw,
-            resized_hw=pre.resized_hw,
-            merge_size=pre.merge_size,
-        )
-        entry = _PrefixEntry(
-            prefix_ids=prefix["key"][0],
-            settings=prefix["key"][1],
-            frame_key=frame_key,
-            image=None if frame_key is not None else np.array(prefix["image"], copy=True),
-            pre=meta,
-            features=features,
-            kv=[(k, v) for k, v, *_ in cache],
-            delta=delta,
-        )
-        self._store_prefix(entry)
-        return entry
-
-    def _decoder(self, tokens: int) -> StaticDecoder:
-        capacity = capacity_for(tokens)
-        dec = self._decoders.pop(capacity, None)
-        if dec is None:
-            dec = StaticDecoder(
-                self.model,
-                capacity,
-                self.loaded.attn_implementation,
-                use_graph=self.decode_mode == "cuda_graph",
-            )
-        self._decoders[capacity] = dec  # most recently used last
-        while len(self._decoders) > _MAX_STATIC_DECODERS:
-            self._decoders.pop(next(iter(self._decoders)))
-        return dec
+        return AnswerState(generated=generated, cache=cache, delta=delta, features=features)
 
     def _decode_static(self, cache, delta, last_hidden, report, cancelled, limit):
         """Greedy decoding on a static cache (and a CUDA graph); same tokens as ``_decode``."""
         stops = set(self.tokens.stop_ids)
         token = int(self.model.lm_head(last_hidden).argmax(-1)[0])
         # Sized by max_new_tokens, not by this call's limit, so the warm-up's graph is reused.
-        dec = self._decoder(cache.get_seq_length() + max(limit, self.max_new_tokens) + 1)
+        dec = self._decoders.get(cache.get_seq_length() + max(limit, self.max_new_tokens) + 1)
         dec.load(cache, token, delta)
         generated: list[int] = []
         while True:
@@ -528,76 +453,16 @@ class StampSegmenter:
                 raise InferenceCancelled("cancelled during decoding")
             last_hidden = self._extend(cache, [token], delta)
 
-    # ------------------------------------------------------------------ phase 1, reference
-
-    def _phase1_reference(
-        self, ids, pre, forced, clock, checkpoint, report, cancelled, limit, prefix=None
-    ) -> dict:
-        """transformers ``generate`` (or one teacher-forced forward), timed with module hooks."""
-        from transformers import GenerationConfig
-
-        inputs = {
-            "pixel_values": pre.pixel_values,
-            "image_grid_thw": pre.grid_thw,
-        }
-        calls: list[float] = []
-        vision_ms: list[float] = []
-        hooks = _time_module(self.model, calls) + _time_module(self.model.model.visual, vision_ms)
-        checkpoint("prefill")
-        t0 = _now()
-        try:
-            if forced is None:
-                config = GenerationConfig(
-                    max_new_tokens=limit,
-                    do_sample=False,
-                    eos_token_id=list(self.tokens.stop_ids),
-                    pad_token_id=self.tokens.pad
-                    if self.tokens.pad is not None
-                    else self.tokens.im_end,
-                    return_dict_in_generate=True,
-                    use_cache=True,
-                )
-                out = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    mm_token_type_ids=(ids == self.tokens.image_pad).int(),
-                    generation_config=config,
-                    **inputs,
-                )
-                sequence, cache = out.sequences[0], _cache_of(out)
-            else:
-                sequence = torch.cat(
-                    [ids[0], torch.tensor(forced, dtype=torch.long, device=self.device)]
-                )
-                out = self.model(
-                    input_ids=sequence[None],
-                    mm_token_type_ids=(sequence[None] == self.tokens.image_pad).int(),
-                    use_cache=True,
-                    **inputs,
-                )
-                cache = _cache_of(out)
-        finally:
-            for h in hooks:
-                h.remove()
-        total = (_now() - t0) * 1000.0
-        generated = sequence[ids.shape[1] :].tolist()
-        # generate() runs the vision tower before its first forward; a teacher-forced forward
-        # runs it inside. Either way: vision, then the rest of the first call, then decoding.
-        vision = sum(vision_ms)
-        first = calls[0] if calls else total
-        prefill = first - vision if forced is not None else first
-        clock.ms.update(vision=vision, prefill=prefill, decode=max(0.0, total - vision - prefill))
-        segs = [j for j, t in enumerate(generated) if t == self.tokens.seg]
-        cached = cache.get_seq_length() - ids.shape[1]
-        if segs and segs[-1] >= cached:
-            tail = sequence[ids.shape[1] + cached : ids.shape[1] + segs[-1] + 1][None]
-            self.model(input_ids=tail, cache=cache, use_cache=True)
-        report("decode", self.tokenizer.decode(generated, skip_special_tokens=True))
-        return {"generated": generated, "cache": cache, "sequence": sequence}
-
     # ------------------------------------------------------------------ phase 2 and after
 
-    def _mask_logits(self, path, state, ids, pre, seg_idx) -> torch.Tensor:
+    def _mask_logits(
+        self,
+        path: str,
+        state: AnswerState,
+        ids: torch.Tensor,
+        pre: Preprocessed,
+        seg_idx: list[int],
+    ) -> torch.Tensor:
         n = pre.num_tokens
         if not seg_idx:
             return torch.zeros(0, n, device=self.device)
@@ -606,18 +471,18 @@ class StampSegmenter:
             return fast_mask_logits(
                 self.model,
                 self.classifier,
-                state["cache"],
+                state.cache,
                 seg_idx,
-                state["delta"],
+                state.delta,
                 self.tokens.mask,
-                state["features"],
+                state.features,
                 attn,
             )
         return reference_mask_logits(
             self.model,
             self.classifier,
-            state["cache"],
-            state["sequence"],
+            state.cache,
+            state.sequence,
             seg_idx,
             pre.pixel_values,
             pre.grid_thw,
@@ -652,25 +517,3 @@ class StampSegmenter:
             )
         return instances
 
-
-def _cache_of(output):
-    """transformers 5.x renamed ``past_key_values`` to ``cache``; accept both spellings."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
-def _time_module(module: torch.nn.Module, sink: list[float]) -> list:
-    """Record the wall time of each forward call of ``module`` into ``sink`` (ms)."""
-    started: list[float] = []
-
-    def pre(*_):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        started.append(_now())
-
-    def post(*_):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        sink.append((_now() - started.pop()) * 1000.0)
-
-    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
