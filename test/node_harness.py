@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-NODE_MODULE = ["-m", "stamp_ros.node", "--ros-args"]
+NODE_MODULE = ["-m", "stamp_ros.run_node", "--ros-args"]
 SMALL_PIXELS = 16 * 28 * 28
 """Node tests keep the image small (a 4x4-ish merged grid) so the tiny model is fast on CPU."""
 
@@ -65,3 +65,19 @@ def wait_ready(client, processes, proc, timeout: float = 120.0) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError("node not active in time:\n" + processes.output(proc)[-4000:])
+
+
+def make_long_answer_checkpoint(directory: Path, words: int) -> Path:
+    """A test checkpoint that writes ``words`` tokens and then one ``<|seg|>`` for any input.
+
+    Decoding a long answer is a fixed amount of work per request, far more than a camera frame
+    period or a cancel round trip on any CPU: tests that need a request to be busy rely on that
+    instead of on this machine being slow. (The scripted answer needs one control dimension
+    per token, hence the wider model.)"""
+    from stamp_ros.testing.checkpoint import TinyShape, make_test_checkpoint
+
+    answer = " ".join(f"w{i}" for i in range(words)) + " <|seg|>"
+    hidden = 64 * max(1, -(-2 * (words + 8) // 64))
+    shape = TinyShape(hidden_size=hidden, intermediate_size=256)
+    return make_test_checkpoint(directory, seed=0, answer=answer, shape=shape)
+

@@ -103,6 +103,27 @@ def stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def ask_on_frame(results: Any, img_pub: Any, query_pub: Any, frame: Any, query: str,
+                 timeout: float = 90.0) -> Any:
+    """Publish ``frame``, then ``query`` until the node answers it on that frame.
+
+    The result's header names the frame the node used; a query that overtook the frame is
+    answered on the previous one and asked again. A result with an empty header was refused
+    without a frame (e.g. an empty query) and is returned as it is."""
+    from std_msgs.msg import String
+
+    img_pub.publish(frame)
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = len(results.messages)
+        query_pub.publish(String(data=query))
+        (res,) = results.wait_for(seen + 1, timeout=60)[seen:seen + 1]
+        if stamp_ns(res.header.stamp) in (stamp_ns(frame.header.stamp), 0):
+            return res
+        assert time.monotonic() < deadline, (
+            f"no answer on frame {frame.header.stamp.sec} within {timeout} s")
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
@@ -118,11 +139,6 @@ GAPS = ((20.0, 3.0), (40.0, 3.0))
 """Camera pauses (start, length) in seconds: longer than max_frame_age + frame_timeout, so queries
 asked in them must wait for the next frame or fail; a node answering them on the last frame
 before the pause would show up as a stale stamp."""
-TRANSPORT_SLACK = 0.3
-"""The node measures a frame's age from when it *received* it, while the stamp is taken when the
-peer published it: the difference is the frame's transport time (~0.1 s for 6 MB over Fast DDS
-here), which the stamp comparison has to allow for; a stale frame would miss by seconds."""
-
 
 LOAD_ERRORS = ("queue full", "camera frame")
 """The only acceptable reasons to refuse a query under load: too many waiting, or no fresh
@@ -175,32 +191,39 @@ def test_load_1080p_stream_with_queries(processes, ros_client, checkpoint, tmp_p
     wait_output(processes, peer, "done", 30)  # its counts are written
     # The last queries wait at most frame_timeout, then the queue drains.
     results.wait_for(len(sent), timeout=60)
-    time.sleep(1.0)  # anything extra (a duplicate) would show up now
+    # A last query, answered after everything before it (one FIFO queue): a duplicate of an
+    # earlier result would have been published by the time its answer arrives.
+    query_pub.publish(String(data="sentinel"))
+    results.wait_for(1, timeout=60, where=lambda r: r.query == "sentinel")
     rss.append((time.monotonic() - t0, rss_mb(node.pid)))
     assert_alive(processes, node)
 
     stream = json.loads(stats_file.read_text())
     by_query: dict[str, list[Any]] = {}
     for res in results.messages:
-        by_query.setdefault(res.query, []).append(res)
+        if res.query != "sentinel":
+            by_query.setdefault(res.query, []).append(res)
     assert set(by_query) == set(sent), "results for queries nobody sent, or queries unanswered"
     dupes = {q: len(r) for q, r in by_query.items() if len(r) != 1}
     assert not dupes, f"queries answered more than once: {dupes}"
-    ids = [r.request_id for r in results.messages]
+    answered = [r for r in results.messages if r.query != "sentinel"]
+    ids = [r.request_id for r in answered]
     assert len(set(ids)) == len(ids)
 
-    ok = [r for r in results.messages if r.success]
-    failed = [r for r in results.messages if not r.success]
+    ok = [r for r in answered if r.success]
+    failed = [r for r in answered if not r.success]
     assert all(r.error for r in failed), "an error result without a reason"
     margins = []
     for res in ok:
+        # What the node controls, by its own clock: the frame it used was at most max_frame_age
+        # old when the query was asked (transport time before the node received the frame is
+        # not the node's to bound; it is reported below and measured by the transport bench).
+        assert res.frame_age_ms <= MAX_FRAME_AGE * 1000.0, (
+            f"{res.request_id} {res.query!r} used a frame {res.frame_age_ms:.0f} ms old by the "
+            f"node's clock (max_frame_age {MAX_FRAME_AGE} s)")
         # Both clocks are this host's system time: the peer stamps frames with its ROS clock
         # now(), this client took the query time from its own ROS clock now().
-        margin = (stamp_ns(res.header.stamp) - sent[res.query]) / 1e9 + MAX_FRAME_AGE
-        margins.append(margin)
-        assert margin >= -TRANSPORT_SLACK, (
-            f"{res.request_id} {res.query!r} used a frame {-margin + MAX_FRAME_AGE:.3f} s older "
-            f"than its query (max_frame_age {MAX_FRAME_AGE})")
+        margins.append((stamp_ns(res.header.stamp) - sent[res.query]) / 1e9 + MAX_FRAME_AGE)
     reasons = Counter(_reason(r.error) for r in failed)
     unexpected = [r.error for r in failed if not any(e in r.error for e in LOAD_ERRORS)]
     arrived, arrival_span = _frames_arrived(diagnostics.messages)
@@ -218,7 +241,8 @@ def test_load_1080p_stream_with_queries(processes, ros_client, checkpoint, tmp_p
     if ok:
         lat = sorted(r.total_ms for r in ok)
         print(f"[load] ok latency p50 {lat[len(lat) // 2]:.0f} ms, max {lat[-1]:.0f} ms; "
-              f"frame age slack: worst margin {min(margins):+.3f} s "
+              f"worst frame age by the node's clock {max(r.frame_age_ms for r in ok):.0f} ms; "
+              f"by stamps, incl. transport: worst margin {min(margins):+.3f} s "
               f"(frame stamp - (query time - max_frame_age))")
     print(f"[load] node RSS: start {rss[0][1]:.1f} MB, after warm-up {rss_warm:.1f} MB, "
           f"end {rss_end:.1f} MB, max {max(mb for _, mb in rss):.1f} MB, "
@@ -492,21 +516,12 @@ def test_fuzzed_images_and_queries_never_kill_the_node(processes, ros_client, ch
     assert_alive(processes, node)
     assert segment(segment_request("segment the square", good)).result.success
 
-    # Images on the topic, each followed by a query: the result's stamp says which frame the
-    # query was paired with (usually this one, possibly the one before).
+    # Images on the topic, each followed by a query answered on that very image.
     topic_cases = image_cases(rng, 48, sec0=1000)
-    expect_by_sec = {c.msg.header.stamp.sec: c for c in topic_cases}
     for case in topic_cases:
-        seen = len(results.messages)
-        img_pub.publish(case.msg)
-        time.sleep(0.02)
-        query_pub.publish(String(data=f"segment for frame {case.msg.header.stamp.sec}"))
-        (res,) = results.wait_for(seen + 1, timeout=30)[seen:seen + 1]
-        used = expect_by_sec.get(res.header.stamp.sec)
-        if used is None:  # no fresh frame: an error without a frame header
-            assert not res.success and res.error, case.what
-        else:
-            _check(used.expect, res, used.what)
+        res = ask_on_frame(results, img_pub, query_pub, case.msg,
+                           f"segment for frame {case.msg.header.stamp.sec}")
+        _check(case.expect, res, case.what)
         outcomes[f"topic image {'ok' if res.success else 'error'}"] += 1
     assert_alive(processes, node)
 
@@ -516,11 +531,8 @@ def test_fuzzed_images_and_queries_never_kill_the_node(processes, ros_client, ch
                       timeout=60).result
         _check(expect, res, f"service query {query[:40]!r}")
         outcomes[f"service query {'ok' if res.success else 'error'}"] += 1
-        seen = len(results.messages)
-        img_pub.publish(image_msg(make_frame(64, 48, k), stamp_sec=3000 + k))
-        time.sleep(0.02)
-        query_pub.publish(String(data=query))
-        (res,) = results.wait_for(seen + 1, timeout=30)[seen:seen + 1]
+        res = ask_on_frame(results, img_pub, query_pub,
+                           image_msg(make_frame(64, 48, k), stamp_sec=3000 + k), query)
         _check(expect, res, f"topic query {query[:40]!r}")
         outcomes[f"topic query {'ok' if res.success else 'error'}"] += 1
     assert_alive(processes, node)
@@ -528,8 +540,11 @@ def test_fuzzed_images_and_queries_never_kill_the_node(processes, ros_client, ch
     res = segment(segment_request("segment the square", good, request_id="after")).result
     assert res.success and res.request_id == "after" and res.header.stamp.sec == 99, res.error
     img_pub.publish(image_msg(make_frame(64, 48), stamp_sec=4242))
-    time.sleep(0.1)
-    res = segment(segment_request("segment the square")).result  # newest topic frame
+    deadline = time.monotonic() + 60
+    while True:  # until the node has the frame: then the service uses the newest topic frame
+        res = segment(segment_request("segment the square")).result
+        if res.header.stamp.sec == 4242 or time.monotonic() > deadline:
+            break
     assert res.success and res.header.stamp.sec == 4242, res.error
     assert_alive(processes, node)
     print(f"\n[fuzz] {sum(outcomes.values())} requests in {time.monotonic() - t0:.1f} s: "
@@ -549,19 +564,11 @@ def test_compressed_node_survives_garbage_then_answers_a_good_jpeg(
     ros_client.wait_for_subscribers(img_pub)
     ros_client.wait_for_subscribers(query_pub)
     cases = compressed_cases(np.random.default_rng(7), 60, sec0=2000)
-    expect_by_sec = {c.msg.header.stamp.sec: c for c in cases}
     outcomes: Counter[str] = Counter()
     for case in cases:
-        seen = len(results.messages)
-        img_pub.publish(case.msg)
-        time.sleep(0.02)
-        query_pub.publish(String(data=f"segment for frame {case.msg.header.stamp.sec}"))
-        (res,) = results.wait_for(seen + 1, timeout=30)[seen:seen + 1]
-        used = expect_by_sec.get(res.header.stamp.sec)
-        if used is None:
-            assert not res.success and res.error, case.what
-        else:
-            _check(used.expect, res, used.what)
+        res = ask_on_frame(results, img_pub, query_pub, case.msg,
+                           f"segment for frame {case.msg.header.stamp.sec}")
+        _check(case.expect, res, case.what)
         outcomes[f"{'ok' if res.success else 'error'}"] += 1
     assert_alive(processes, node)
 
@@ -571,11 +578,7 @@ def test_compressed_node_survives_garbage_then_answers_a_good_jpeg(
     buf = array.array("B")
     buf.frombytes(_jpeg(160, 120))
     good.data = buf
-    seen = len(results.messages)
-    img_pub.publish(good)
-    time.sleep(0.1)
-    query_pub.publish(String(data="segment the red square"))
-    (res,) = results.wait_for(seen + 1, timeout=30)[seen:seen + 1]
+    res = ask_on_frame(results, img_pub, query_pub, good, "segment the red square")
     assert res.success, res.error
     assert res.header.stamp.sec == 777 and res.instances[0].mask.width == 160
     assert_alive(processes, node)
@@ -619,11 +622,8 @@ def test_injected_engine_faults_fail_one_request_only(processes, ros_client, che
     ros_client.wait_for_subscribers(img_pub)
     ros_client.wait_for_subscribers(query_pub)
     for query in ("[[raise]] segment", "segment the square", "[[oom]]", "segment the square"):
-        seen = len(results.messages)
-        img_pub.publish(image_msg(make_frame(96, 64), stamp_sec=12))
-        time.sleep(0.05)
-        query_pub.publish(String(data=query))
-        (res,) = results.wait_for(seen + 1, timeout=30)[seen:seen + 1]
+        res = ask_on_frame(results, img_pub, query_pub,
+                           image_msg(make_frame(96, 64), stamp_sec=12), query)
         assert res.success == ("[[" not in query), (query, res.error)
     client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     assert client.wait_for_server(timeout_sec=30)

@@ -1,20 +1,56 @@
 """Engine results -> stamp_ros/Segmentation messages (and error results).
 
-Kept apart from the node so the message layout is tested without spinning anything.
+Kept apart from the node so the message layout is tested without spinning anything. The same
+functions build the node's rclpy messages and the ``stamp-ros bag`` command's rosbags messages:
+the message classes come from a :class:`MessageKit`. The default kit (rclpy's generated classes)
+is imported on first use, so the offline path never imports rclpy while both fill every field
+with exactly the same code.
 """
 
 from __future__ import annotations
 
 import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from stamp_ros.engine.result import SegInstance, StampResult
 from stamp_ros.geometry import Object3D
-from stamp_ros.msg import Instance, Segmentation
 from stamp_ros.ros.convert import mono8_to_image_msg
+
+__all__ = [
+    "MessageKit",
+    "RclpyKit",
+    "error_msg",
+    "fill_3d",
+    "instance_msg",
+    "rclpy_kit",
+    "segmentation_msg",
+]
+
+
+class MessageKit(Protocol):
+    """Where the message objects come from: empty messages and the sequence field values.
+
+    Every message returned must be mutable with mutable nested messages (``msg.centroid.x =``),
+    as rclpy's and rosbags' classes are.
+    """
+
+    def segmentation(self) -> Any:
+        """An empty ``stamp_ros/msg/Segmentation``."""
+
+    def instance(self) -> Any:
+        """An empty ``stamp_ros/msg/Instance``."""
+
+    def mono8(self, mask: np.ndarray, header: Any) -> Any:
+        """A ``sensor_msgs/msg/Image`` (mono8) of an (H, W) mask; bool is written as 0/255."""
+
+    def uint8_seq(self, values: np.ndarray) -> Any:
+        """The value of a ``uint8[]`` field holding ``values``."""
+
+    def float32_seq(self, values: np.ndarray) -> Any:
+        """The value of a ``float32[]`` field holding ``values``."""
 
 
 def _bytes_array(values: np.ndarray, typecode: str) -> array.array:
@@ -23,14 +59,51 @@ def _bytes_array(values: np.ndarray, typecode: str) -> array.array:
     return out
 
 
+class RclpyKit:
+    """The node's kit: rclpy's generated classes; sequences as ``array.array``, the one type
+    Humble's field assertions accept without a per-element check."""
+
+    def __init__(self) -> None:
+        from stamp_ros.msg import Instance, Segmentation
+
+        self._instance, self._segmentation = Instance, Segmentation
+
+    def segmentation(self) -> Any:
+        return self._segmentation()
+
+    def instance(self) -> Any:
+        return self._instance()
+
+    def mono8(self, mask: np.ndarray, header: Any) -> Any:
+        return mono8_to_image_msg(mask, header)
+
+    def uint8_seq(self, values: np.ndarray) -> array.array:
+        return _bytes_array(np.asarray(values, dtype=np.uint8), "B")
+
+    def float32_seq(self, values: np.ndarray) -> array.array:
+        return _bytes_array(np.asarray(values, dtype=np.float32), "f")
+
+
+_RCLPY_KIT: RclpyKit | None = None
+
+
+def rclpy_kit() -> RclpyKit:
+    """The shared rclpy kit, created on first use (imports the generated interfaces)."""
+    global _RCLPY_KIT
+    if _RCLPY_KIT is None:
+        _RCLPY_KIT = RclpyKit()
+    return _RCLPY_KIT
+
+
 def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
-                 frame_id_3d: str = "") -> Instance:
-    msg = Instance()
-    msg.mask = mono8_to_image_msg(inst.mask.astype(bool), header)
+                 frame_id_3d: str = "", *, kit: MessageKit | None = None) -> Any:
+    kit = kit or rclpy_kit()
+    msg = kit.instance()
+    msg.mask = kit.mono8(inst.mask.astype(bool), header)
     gh, gw = inst.grid.shape
     msg.grid_height, msg.grid_width = int(gh), int(gw)
-    msg.grid = _bytes_array(inst.grid.astype(np.uint8).ravel(), "B")
-    msg.grid_logits = _bytes_array(inst.logits.astype(np.float32).ravel(), "f")
+    msg.grid = kit.uint8_seq(inst.grid.astype(np.uint8).ravel())
+    msg.grid_logits = kit.float32_seq(inst.logits.astype(np.float32).ravel())
     msg.x_min, msg.y_min, msg.x_max, msg.y_max = (int(v) for v in inst.bbox)
     msg.area = int(inst.area)
     msg.score = float(inst.score)
@@ -39,7 +112,7 @@ def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
     return msg
 
 
-def fill_3d(msg: Instance, obj: Object3D, frame_id: str) -> None:
+def fill_3d(msg: Any, obj: Object3D, frame_id: str) -> None:
     msg.has_3d = True
     msg.frame_id_3d = frame_id
     msg.centroid.x, msg.centroid.y, msg.centroid.z = (float(v) for v in obj.centroid)
@@ -59,8 +132,10 @@ def segmentation_msg(
     convert_ms: float,
     objects: Sequence[Object3D | None] | None = None,
     frame_id_3d: str = "",
-) -> Segmentation:
-    msg = Segmentation()
+    kit: MessageKit | None = None,
+) -> Any:
+    kit = kit or rclpy_kit()
+    msg = kit.segmentation()
     msg.header = header
     msg.request_id = request_id
     msg.query = query
@@ -70,7 +145,7 @@ def segmentation_msg(
     msg.grid_height, msg.grid_width = (int(v) for v in result.grid_size)
     objects = list(objects) if objects is not None else [None] * len(result.instances)
     msg.instances = [
-        instance_msg(inst, header, obj, frame_id_3d)
+        instance_msg(inst, header, obj, frame_id_3d, kit=kit)
         for inst, obj in zip(result.instances, objects, strict=True)
     ]
     t = result.timings_ms
@@ -83,8 +158,8 @@ def segmentation_msg(
 
 
 def error_msg(*, request_id: str, query: str, error: str, header: Any = None,
-              model: str = "", wait_ms: float = 0.0) -> Segmentation:
-    msg = Segmentation()
+              model: str = "", wait_ms: float = 0.0, kit: MessageKit | None = None) -> Any:
+    msg = (kit or rclpy_kit()).segmentation()
     if header is not None:
         msg.header = header
     msg.request_id = request_id

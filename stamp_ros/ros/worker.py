@@ -11,15 +11,15 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("stamp_ros.worker")
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One request for the model, whatever interface it came from."""
+    """One request for the model, whatever interface it came from (compared by identity)."""
 
     request_id: str
     query: str
@@ -34,10 +34,14 @@ class Job:
     done: Callable[[Any], None] | None = None
     """Called exactly once with the Segmentation result, success or not."""
     progress: Callable[[str, str], None] | None = None
+    """Action feedback: called with (stage, partial answer) as the request advances."""
     cancelled: Callable[[], bool] | None = None
-    channel: Any = None
-    """The camera (node Channel) whose frames and outputs this request uses."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    """Polled between stages and every few decode steps; True ends the request as cancelled."""
+    camera: Any = None
+    """The camera (:class:`stamp_ros.ros.camera.Camera`) whose frames and outputs it uses."""
+    refusal: str = ""
+    """Set when the request is known to be unanswerable before it is queued (e.g. an unknown
+    camera): it is answered at once with this reason."""
 
 
 class InferenceWorker:
@@ -88,6 +92,16 @@ class InferenceWorker:
             self.rejected += 1
         self._reject(job, reason)
         return False
+
+    def withdraw(self, job: Job) -> bool:
+        """Take a still-waiting request out of the queue (an action cancelled before its turn);
+        False when it already started or finished. The caller answers it."""
+        with self._cond:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return False
+            return True
 
     def offer_continuous(self, job: Job, key: str = "") -> None:
         """Continuous mode: keep only the newest frame's job per camera (``key``); an unstarted

@@ -1,6 +1,6 @@
-"""Which camera frame answers which request: a latest-frame cache with an age limit and a wait.
+"""The newest frame of one camera, with the once-mode freshness rule (max age, bounded wait).
 
-Plain Python (no rclpy), so the pairing rules are unit-tested without ROS. Ages are measured on
+Plain Python (no rclpy), so the freshness rule is unit-tested without ROS. Ages are measured on
 the node's monotonic clock from the moment a frame *arrived*, not from its header stamp: camera
 clocks that are not synchronised with the robot (or run in sim time) then cannot make every
 frame look stale or fresh. The header itself is carried through untouched so that results are
@@ -21,6 +21,7 @@ class Frame:
     """A received camera message, not yet converted (conversion happens only if it is used)."""
 
     msg: Any
+    """Whatever the node stored: a message, or a serialised one that is decoded on use."""
     received: float
     """time.monotonic() when the message arrived."""
     seq: int
@@ -81,14 +82,3 @@ class FrameCache:
             f"newest camera frame is {age:.2f} s old (max_frame_age {max_age:g} s) and no newer "
             f"one arrived within frame_timeout {timeout:g} s"
         )
-
-    def wait_newer(self, seq: int, timeout: float) -> Frame | None:
-        """The newest frame if it is newer than ``seq``, waiting up to ``timeout`` for one."""
-        deadline = self._clock() + timeout
-        with self._cond:
-            while self._latest is None or self._latest.seq <= seq:
-                left = deadline - self._clock()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-            return self._latest

@@ -1,0 +1,212 @@
+"""What happens to one request on the inference thread: frame, conversion, model, messages.
+
+:class:`RequestPipeline` is the worker's handler. It picks the frame a request is answered on
+(an inline image, the continuous frame, or the newest fresh frame of its camera), converts it,
+runs the engine, lifts masks to 3D, builds the Segmentation message, publishes the camera's
+outputs and hands the result to whoever waits for it. Every path ends in exactly one result,
+successful or an error naming the reason. It holds no rclpy entities of its own: publishers come
+with the request's camera, so the rules are unit-tested by calling :meth:`handle` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import String
+
+from stamp_ros.engine.errors import EngineError, InferenceCancelled
+from stamp_ros.msg import Segmentation
+from stamp_ros.ros import faults
+from stamp_ros.ros.camera import Camera, as_message
+from stamp_ros.ros.convert import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    mono8_to_image_msg,
+    rgb_to_image_msg,
+)
+from stamp_ros.ros.diagnostics import Stats
+from stamp_ros.ros.frame_cache import NoFreshFrame
+from stamp_ros.ros.objects3d import ObjectLifter
+from stamp_ros.ros.results import error_msg, segmentation_msg
+from stamp_ros.ros.worker import Job
+
+MAX_QUERY_CHARS = 4000
+"""Longer queries are refused before they reach the model (they would only be truncated)."""
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an unexpected engine failure; CUDA OOM says the node keeps serving."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "out of memory" in str(exc).lower():
+        return f"CUDA out of memory: {text[:300]} (request dropped, the node keeps serving)"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def free_cuda_cache() -> None:
+    """Give cached CUDA blocks back after a failure or a model release (no-op without CUDA)."""
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class RequestPipeline:
+    """Answers requests with the current model; the node swaps :attr:`segmenter` on
+    activate/deactivate and clears :attr:`publishing` when its publishers are destroyed."""
+
+    def __init__(self, param: Callable[[str], Any], logger: Any, lifter: ObjectLifter,
+                 stats: Stats) -> None:
+        self._param = param
+        self._log = logger
+        self._lifter = lifter
+        self._stats = stats
+        self.segmenter: Any = None
+        self.unavailable_reason = "the node has not been activated yet"
+        """Why no model serves (the error result while :attr:`segmenter` is None)."""
+        self.publishing = False
+
+    # ------------------------------------------------------------------ before the queue
+    def refusal(self, job: Job, serving: bool) -> str:
+        """Why ``job`` can never succeed ("" when it may): answered at once, never queued."""
+        if job.refusal:
+            return job.refusal
+        if not job.query.strip():
+            return "empty query"
+        if len(job.query) > MAX_QUERY_CHARS:
+            return f"query too long: {len(job.query)} characters (max {MAX_QUERY_CHARS})"
+        if not serving:
+            return self.unavailable_reason
+        return ""
+
+    def reject(self, job: Job, reason: str) -> None:
+        """Answer ``job`` with an error result without running it (the worker's reject hook)."""
+        header = None
+        if job.image_msg is not None:
+            header = job.image_msg.header
+        elif job.frame is not None:
+            header = as_message(job.frame.msg).header
+        self._finish(job, error_msg(request_id=job.request_id, query=job.query, error=reason,
+                                    header=header, model=str(self._param("model"))))
+
+    # ------------------------------------------------------------------ on the worker thread
+    def handle(self, job: Job) -> None:
+        """Run ``job`` to exactly one result (the worker's handler)."""
+        header = None
+        model = str(self._param("model"))
+        try:
+            if job.cancelled is not None and job.cancelled():
+                raise InferenceCancelled("cancelled before it started")
+            if job.image_msg is None and job.frame is None and job.progress:
+                job.progress("waiting_for_frame", "")
+            if job.image_msg is not None:
+                msg, frame_age_s = job.image_msg, 0.0
+            else:
+                msg, frame_age_s = self._frame_message(job)
+            header = msg.header
+            t_start = time.monotonic()
+            wait_ms = _ms(t_start - job.asked_at)
+            if job.progress:
+                job.progress("convert", "")
+            rgb = (compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
+                   else image_msg_to_rgb(msg))
+            convert_ms = _ms(time.monotonic() - t_start)
+            segmenter = self.segmenter
+            if segmenter is None:
+                raise EngineError(self.unavailable_reason)
+            camera: Camera = job.camera
+            continuous = job.source == "continuous"
+            forced = camera.answer_reuse.forced_ids(job.query) if continuous else None
+            result = segmenter.segment(
+                rgb, job.query, progress=faults.inject(job.query, job.progress),
+                should_cancel=job.cancelled, forced_answer_ids=forced)
+            if continuous:
+                camera.answer_reuse.record(job.query, result.token_ids,
+                                           int(self._param("reanswer_every")), forced is not None)
+            t_post = time.monotonic()
+            objects, frame_3d = self._lifter.lift(
+                camera, header, result, depth_max_skew=float(self._param("depth_max_skew")),
+                depth_scale=float(self._param("depth_scale")),
+                target_frame=str(self._param("target_frame")))
+            seg = segmentation_msg(
+                request_id=job.request_id, query=job.query, header=header, result=result,
+                model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=objects,
+                frame_id_3d=frame_3d)
+            seg.frame_age_ms = float(_ms(frame_age_s))
+            seg.answer_reused = forced is not None
+            seg.postprocess_ms += float(_ms(time.monotonic() - t_post))
+            self._finish(job, seg, rgb, [inst.mask for inst in result.instances])
+        except InferenceCancelled as exc:
+            self._finish(job, error_msg(request_id=job.request_id, query=job.query,
+                                        error=f"cancelled: {exc}", header=header, model=model))
+        except (NoFreshFrame, ImageConversionError, EngineError, ValueError) as exc:
+            self._finish(job, error_msg(request_id=job.request_id, query=job.query,
+                                        error=str(exc), header=header, model=model))
+        except Exception as exc:  # CUDA OOM and anything unexpected: report, keep serving
+            error = describe_failure(exc)
+            self._log.error(f"inference failed for {job.request_id}: {error}")
+            free_cuda_cache()
+            self._finish(job, error_msg(request_id=job.request_id, query=job.query,
+                                        error=error, header=header, model=model))
+
+    def _frame_message(self, job: Job) -> tuple[Any, float]:
+        """The frame a camera request is answered on and its age when the request was asked:
+        the continuous frame it was made for, or the newest one no older than max_frame_age
+        (waiting up to frame_timeout)."""
+        if job.frame is not None:
+            return as_message(job.frame.msg), 0.0
+        try:
+            frame = job.camera.frames.fresh(
+                float(self._param("max_frame_age")), float(self._param("frame_timeout")),
+                asked_at=job.asked_at, cancelled=job.cancelled)
+        except NoFreshFrame:
+            if job.cancelled is not None and job.cancelled():
+                raise InferenceCancelled("cancelled while waiting for a camera frame") from None
+            raise
+        return as_message(frame.msg), job.asked_at - frame.received
+
+    def _finish(self, job: Job, result: Segmentation, frame_rgb: Any = None,
+                masks: list | None = None) -> None:
+        result.total_ms = float(_ms(time.monotonic() - job.asked_at))
+        self._stats.answered(result.success, result.total_ms, result.error)
+        if not result.success:
+            self._log.warning(f"request {job.request_id} ({job.source}) failed: {result.error}")
+        try:
+            if job.camera is not None:
+                self._publish(job.camera, result, frame_rgb, masks)
+        except Exception as exc:  # publishers destroyed under us (cleanup during a request)
+            self._log.warning(f"could not publish the result of {job.request_id}: {exc}")
+        finally:
+            if job.done is not None:
+                job.done(result)
+
+    def _publish(self, camera: Camera, result: Segmentation, frame_rgb: Any,
+                 masks: list | None) -> None:
+        """~/result always; ~/answer and ~/mask on success; ~/overlay only while someone
+        subscribes to it (rendering costs milliseconds per frame)."""
+        outputs = camera.outputs
+        if not self.publishing or not outputs:
+            return
+        outputs["result"].publish(result)
+        if not result.success:
+            return
+        outputs["answer"].publish(String(data=result.answer))
+        if frame_rgb is None:
+            return
+        from stamp_ros.overlay import render_overlay, union_mask
+
+        union = union_mask(masks or [], frame_rgb.shape[:2])
+        outputs["mask"].publish(mono8_to_image_msg(union, result.header))
+        overlay_pub = outputs["overlay"]
+        if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0:
+            overlay = render_overlay(frame_rgb, masks or [], result.answer)
+            overlay_pub.publish(rgb_to_image_msg(overlay, result.header))
