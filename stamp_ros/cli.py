@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from stamp_ros.cli_options import add_model_options, read_image, segmenter_from_args
 from stamp_ros.engine.errors import CheckpointError, EngineError, InputError
 
 logger = logging.getLogger("stamp_ros.cli")
@@ -25,56 +26,6 @@ logger = logging.getLogger("stamp_ros.cli")
 Registrar = Callable[["argparse._SubParsersAction"], None]
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CHECKPOINT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-# --------------------------------------------------------------------------- shared options
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The model/engine options every inference command shares (segment, demo, ...)."""
-    from stamp_ros.engine.checkpoint import DEFAULT_MODEL
-    from stamp_ros.engine.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="local dir or hub id")
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    parser.add_argument(
-        "--attn",
-        default="sdpa",
-        choices=["sdpa", "eager", "flash_attention_2"],
-        help="attention implementation",
-    )
-    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--mask-upsample", default="nearest", choices=["nearest", "bilinear"])
-
-
-def segmenter_from_args(args: argparse.Namespace):
-    from stamp_ros.engine.segmenter import StampSegmenter
-
-    return StampSegmenter.from_pretrained(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        attn_implementation=args.attn,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-        max_new_tokens=args.max_new_tokens,
-        mask_upsample=args.mask_upsample,
-    )
-
-
-def read_image(path: str):
-    """An HxWx3 uint8 RGB array, or InputError for anything PIL cannot read."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InputError(f"cannot read image {path!r}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- segment
@@ -188,11 +139,18 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def register_bag(sub: argparse._SubParsersAction) -> None:
+    from stamp_ros.bag.command import register
+
+    register(sub)
+
+
 SUBCOMMANDS: list[Registrar] = [
     register_segment,
     register_make_test_checkpoint,
     register_bench,
     register_demo,
+    register_bag,
 ]
 
 

@@ -1,10 +1,15 @@
-"""`stamp-ros bench --quick` prints one JSON object with the documented keys."""
+"""`stamp-ros bench` and `bench --node-overhead` print one JSON object with the documented keys."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 TOP_KEYS = {
     "shape", "device", "device_type", "device_name", "cpu_model", "versions", "image_size",
@@ -51,3 +56,34 @@ def test_bench_quick_prints_json(tmp_path):
     soak = data["soak"]
     assert soak["requests"] == 2 and {"rss_mb", "cuda_allocated_mb"} <= set(soak["start"])
     assert "fast_e2e_1seg_>=1.5x" in data["goals"]
+
+
+NODE_OVERHEAD_STAGES = {
+    "rgb8_image_to_numpy", "bgr8_image_to_rgb", "jpeg_compressed_to_rgb",
+    "mono8_mask_image_build", "render_overlay_only", "overlay_image_build",
+    "segmentation_msg_1_instance", "union_mask_msg_1_instance",
+}
+
+
+def test_bench_node_overhead_prints_json(tmp_path):
+    """``--node-overhead``: the node's per-frame CPU work, same keys as the committed results."""
+    pytest.importorskip("sensor_msgs.msg")
+    out_file = tmp_path / "overhead.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "stamp_ros.cli", "bench", "--node-overhead", "--repeats", "2",
+            "--size", "320x240", "--out", str(out_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert json.loads(out_file.read_text()) == data
+    committed = json.loads((REPO / "bench/results/cpu-node-overhead.json").read_text())
+    assert set(data) == set(committed)
+    assert data["frame"] == "320x240" and data["runs"] == 2 and data["ros_python_check_fields"]
+    assert set(data["results"]) == NODE_OVERHEAD_STAGES
+    assert set(data["totals"]) == set(committed["totals"])
+    assert all(v["median_ms"] >= 0 for v in data["results"].values())
