@@ -121,7 +121,7 @@ def _run(args: Any) -> int:
         env.setdefault("ROS_LOCALHOST_ONLY", "1")
         os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
                                                "ROS_LOCALHOST_ONLY")})
-        cmd = [sys.executable, "-m", "stamp_ros.node", "--ros-args",
+        cmd = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                "-p", f"model:={model}", "-p", f"device:={args.device}",
                "-p", "stats_period:=0.0", "-r", "image:=/demo/image", "-r", "query:=/demo/query"]
         log_path = out_dir / "node.log"

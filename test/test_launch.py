@@ -95,7 +95,7 @@ def test_launch_description_loads_where_launch_ros_exists():
 def test_out_of_range_parameter_is_refused_at_start(tmp_path):
     env = dict(os.environ, ROS_DOMAIN_ID="96", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     out = subprocess.run(
-        [sys.executable, "-m", "stamp_ros.node", "--ros-args", "-p", "max_pending:=0"],
+        [sys.executable, "-m", "stamp_ros.run_node", "--ros-args", "-p", "max_pending:=0"],
         env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "max_pending out of range" in out.stdout + out.stderr
