@@ -3,7 +3,12 @@
 The ROS 2 package itself is built by CMake (ament_cmake + rosidl, see CMakeLists.txt): use
 `scripts/setup` (PyPI ROS wheels) or `colcon build` in a ROS workspace for the node. This file
 serves machines without ROS that only want `stamp-ros segment | bench | make-test-checkpoint`
-(`pip install .`); the node and the demo need the ROS interfaces and are not usable from it.
+(`pip install .`), and `stamp-ros bag` with `pip install .[bag]` (the pure-Python rosbags
+library reads and writes the bags); the node and the demo need the ROS interfaces and are not
+usable from it.
+
+The message definitions in msg/ are shipped as package data of `stamp_ros.bag.interfaces`, so
+`stamp-ros bag` can register the stamp_ros types with rosbags without a ROS install.
 """
 
 from setuptools import find_packages, setup
@@ -14,7 +19,9 @@ setup(
     description="STAMP language-driven segmentation: engine, offline CLI and ROS 2 node",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["stamp_ros", "stamp_ros.*"]),
+    packages=[*find_packages(include=["stamp_ros", "stamp_ros.*"]), "stamp_ros.bag.interfaces"],
+    package_dir={"stamp_ros.bag.interfaces": "msg"},
+    package_data={"stamp_ros.bag.interfaces": ["*.msg"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.24,<6",
@@ -27,5 +34,6 @@ setup(
         "pillow>=10",
         "psutil>=5.9",
     ],
+    extras_require={"bag": ["rosbags>=0.11,<0.12"]},
     entry_points={"console_scripts": ["stamp-ros=stamp_ros.cli:main"]},
 )

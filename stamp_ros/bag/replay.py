@@ -1,0 +1,495 @@
+"""Replay a recorded bag through the engine with the node's rules, in bag time.
+
+The bag is read once, in bag-time order, and every message is handled the way the node handles
+it on arrival; bag time (each message's log time) stands in for the node's clock. Inference is
+treated as instantaneous, i.e. the replay behaves like a node whose model is always idle: in
+continuous mode no frame is dropped for being busy (use ``--every`` to thin), in once mode a
+query is answered on the newest frame at the moment it was asked.
+
+The rules themselves are the node's, imported rather than rewritten:
+
+* once mode: :class:`~stamp_ros.ros.frame_cache.FrameCache` on a bag-time clock picks the newest
+  frame no older than ``max_frame_age`` when the query was asked; a query without one waits up
+  to ``frame_timeout`` (bag time) for the next frame, else gets the node's error result.
+* continuous mode: :class:`~stamp_ros.answer_reuse.AnswerReuse` writes the answer every
+  ``reanswer_every`` frames and teacher-forces it in between.
+* conversion (:mod:`stamp_ros.ros.convert`), 3D lifting (:mod:`stamp_ros.ros.depth3d`), the
+  Segmentation message (:mod:`stamp_ros.ros.results`, with a rosbags kit) and the union mask /
+  overlay (:mod:`stamp_ros.overlay`) are the node's functions.
+
+With ``--depth-topic`` a frame is processed once the bag has been read ``depth_max_skew`` past
+it, so a depth image recorded just after its colour frame is still paired (the node's
+deque-of-recent-depth rule sees it too, since its worker runs after the frame arrived).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stamp_ros.answer_reuse import AnswerReuse
+from stamp_ros.bag.interfaces import COMPRESSED_IMAGE, SEGMENTATION, RosbagsKit
+from stamp_ros.bag.sink import OutputBag, VideoOut
+from stamp_ros.bag.source import InputBag, TopicSpec
+from stamp_ros.engine.errors import EngineError, InferenceCancelled
+from stamp_ros.overlay import render_overlay, union_mask
+from stamp_ros.ros.convert import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
+from stamp_ros.ros.depth3d import lift_instances, pair_depth
+from stamp_ros.ros.frame_cache import Frame, FrameCache, NoFreshFrame
+from stamp_ros.ros.params import BY_NAME
+from stamp_ros.ros.results import error_msg, segmentation_msg
+
+__all__ = ["MAX_QUERY_CHARS", "ReplayConfig", "Replayer", "Summary", "query_refusal"]
+
+logger = logging.getLogger("stamp_ros.bag")
+
+MAX_QUERY_CHARS = 4000
+"""The node's limit (``stamp_ros.ros.pipeline.MAX_QUERY_CHARS``, which imports rclpy)."""
+
+MAX_LOOKAHEAD_S = 1.0
+"""Frames wait at most this long (bag time) for their depth image: bounds what is buffered."""
+
+DEPTH_HISTORY = 30
+"""Depth images kept for pairing, as the node keeps them."""
+
+
+def query_refusal(query: str) -> str:
+    """Why the node answers ``query`` at once with an error ("" when it may run)."""
+    if not query.strip():
+        return "empty query"
+    if len(query) > MAX_QUERY_CHARS:
+        return f"query too long: {len(query)} characters (max {MAX_QUERY_CHARS})"
+    return ""
+
+
+def _param(name: str) -> Any:
+    return BY_NAME[name].default
+
+
+@dataclass
+class ReplayConfig:
+    """What to replay and how; defaults are the node's parameter defaults."""
+
+    image_topic: str
+    query: str | None = None
+    """Continuous mode: this query on every (selected) frame."""
+    query_topic: str | None = None
+    """Once mode: std_msgs/String queries read from the bag."""
+    depth_topic: str | None = None
+    camera_info_topic: str | None = None
+    every: int = 1
+    max_frames: int | None = None
+    reanswer_every: int = field(default_factory=lambda: int(_param("reanswer_every")))
+    max_frame_age: float = field(default_factory=lambda: float(_param("max_frame_age")))
+    frame_timeout: float = field(default_factory=lambda: float(_param("frame_timeout")))
+    depth_scale: float = field(default_factory=lambda: float(_param("depth_scale")))
+    depth_max_skew: float = field(default_factory=lambda: float(_param("depth_max_skew")))
+    copy_input: bool = False
+    overlay: bool = True
+    prefix: str = "/stamp"
+    model: str = ""
+
+    @property
+    def continuous(self) -> bool:
+        return self.query is not None
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix.rstrip('/')}/{name}"
+
+
+@dataclass
+class Summary:
+    """What a run did; ``as_dict`` is the ``--json`` object."""
+
+    mode: str
+    frames_in_bag: int
+    frames_read: int = 0
+    frames_selected: int = 0
+    results: int = 0
+    errors: int = 0
+    queries: int = 0
+    interrupted: bool = False
+    stopped_at_max_frames: bool = False
+    read_error: str = ""
+    first_error: str = ""
+    wall_s: float = 0.0
+    engine_s: float = 0.0
+    last_answer: str = ""
+    topics: dict[str, int] = field(default_factory=dict)
+    video_frames: int = 0
+
+    @property
+    def fps(self) -> float:
+        return self.results / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "frames_in_bag": self.frames_in_bag,
+            "frames_read": self.frames_read,
+            "frames_selected": self.frames_selected,
+            "results": self.results,
+            "successes": self.results - self.errors,
+            "errors": self.errors,
+            "queries": self.queries,
+            "interrupted": self.interrupted,
+            "stopped_at_max_frames": self.stopped_at_max_frames,
+            "read_error": self.read_error or None,
+            "first_error": self.first_error or None,
+            "last_answer": self.last_answer,
+            "wall_s": round(self.wall_s, 3),
+            "engine_s": round(self.engine_s, 3),
+            "fps": round(self.fps, 4),
+            "topics": dict(self.topics),
+            "video_frames": self.video_frames,
+        }
+
+
+def _set_if_defined(msg: Any, name: str, value: Any) -> None:
+    """Fill a Segmentation field that newer message definitions have (frame_age_ms,
+    answer_reused); bags written against older definitions simply lack it."""
+    if hasattr(msg, name):
+        setattr(msg, name, value)
+
+
+class _Stopped(Exception):
+    """Unwinds the replay when a stop was requested (Ctrl-C) mid-inference."""
+
+
+class _BagFrame:
+    """A camera message as read from the bag: raw CDR until a request uses it."""
+
+    __slots__ = ("_decode", "_msg", "msgtype", "raw", "t_ns")
+
+    def __init__(self, raw: bytes, msgtype: str, t_ns: int,
+                 decode: Callable[[bytes, str], Any]) -> None:
+        self.raw, self.msgtype, self.t_ns = raw, msgtype, t_ns
+        self._decode = decode
+        self._msg: Any = None
+
+    def message(self) -> Any:
+        if self._msg is None:
+            self._msg = self._decode(self.raw, self.msgtype)
+            self.raw = b""
+        return self._msg
+
+
+@dataclass
+class _Work:
+    """A frame to run a query on, once the bag has been read up to ``ready_ns``."""
+
+    frame: Frame
+    request_id: str
+    query: str
+    continuous: bool
+    write_ns: int
+    ready_ns: int
+    wait_ms: float = 0.0
+    frame_age_ms: float = 0.0
+    """Age of the frame when the query was asked (negative: the query waited for it)."""
+
+
+@dataclass
+class _Pending:
+    """A once-mode query that found no fresh frame and waits (bag time) for the next one."""
+
+    request_id: str
+    query: str
+    asked_ns: int
+    asked_s: float
+    deadline_ns: int
+
+
+class Replayer:
+    """One pass over ``source``: results, masks and overlays into ``out`` (and ``video``)."""
+
+    def __init__(self, source: InputBag, segmenter: Any, out: OutputBag, config: ReplayConfig,
+                 *, video: VideoOut | None = None, progress: Any = None,
+                 kit: RosbagsKit | None = None) -> None:
+        self.source, self.segmenter, self.out, self.cfg = source, segmenter, out, config
+        self.video = video
+        self.progress = progress
+        self.kit = kit or RosbagsKit(source.store)
+        self.stop_requested = False
+        self._t0 = source.start_ns
+        self._now_s = 0.0
+        self.frames = FrameCache(clock=lambda: self._now_s)
+        self.reuse = AnswerReuse()
+        self.depth: deque[Any] = deque(maxlen=DEPTH_HISTORY)
+        self.camera_info: Any = None
+        self._work: deque[_Work] = deque()
+        self._pending: deque[_Pending] = deque()
+        self._query_ids = 0
+        self._depth_warned = False
+        self.specs = self._topics()
+        image = self.specs["image"]
+        self.summary = Summary(mode="continuous" if config.continuous else "once",
+                               frames_in_bag=image.count)
+        self.lookahead_ns = 0
+        if config.depth_topic and config.camera_info_topic:
+            self.lookahead_ns = int(min(config.depth_max_skew, MAX_LOOKAHEAD_S) * 1e9)
+
+    # ------------------------------------------------------------------ setup
+    def _topics(self) -> dict[str, TopicSpec]:
+        from stamp_ros.bag.interfaces import CAMERA_INFO, IMAGE, STRING
+
+        cfg, src = self.cfg, self.source
+        specs = {"image": src.topic("image", cfg.image_topic, (IMAGE, COMPRESSED_IMAGE))}
+        if cfg.query_topic:
+            specs["query"] = src.topic("query", cfg.query_topic, (STRING,))
+        if cfg.depth_topic:
+            specs["depth"] = src.topic("depth", cfg.depth_topic, (IMAGE,))
+        if cfg.camera_info_topic:
+            specs["camera_info"] = src.topic("camera_info", cfg.camera_info_topic, (CAMERA_INFO,))
+        return specs
+
+    def expected_results(self) -> int:
+        """How many results a complete run writes (the progress total)."""
+        cfg = self.cfg
+        if cfg.continuous:
+            total = math.ceil(self.specs["image"].count / max(1, cfg.every))
+        else:
+            total = self.specs["query"].count
+        return min(total, cfg.max_frames) if cfg.max_frames else total
+
+    def open_outputs(self) -> None:
+        """Create the output topics: results, masks, overlays, then the copied inputs."""
+        out, cfg = self.out, self.cfg
+        out.open()
+        out.add_topic(cfg.topic("result"), SEGMENTATION)
+        out.add_topic(cfg.topic("mask"), "sensor_msgs/msg/Image")
+        if cfg.overlay:
+            out.add_topic(cfg.topic("overlay"), "sensor_msgs/msg/Image")
+        if cfg.copy_input:
+            for spec in self.specs.values():
+                out.add_copy(spec)
+
+    # ------------------------------------------------------------------ the pass
+    def run(self) -> Summary:
+        """Read, answer and write until the bag ends, ``max_frames`` results were written or
+        a stop was requested; the outputs are left open (the caller closes them)."""
+        t_start = time.monotonic()
+        try:
+            self._run()
+        except _Stopped:
+            pass
+        finally:
+            s = self.summary
+            s.interrupted = self.stop_requested
+            s.wall_s = time.monotonic() - t_start
+            s.topics = dict(self.out.counts)
+            s.video_frames = self.video.frames if self.video else 0
+        return self.summary
+
+    def _run(self) -> None:
+        copy = self.cfg.copy_input
+        for spec, t_ns, raw in self.source.messages(list(self.specs.values())):
+            self._advance(t_ns)
+            if self._done():
+                return
+            self._now_s = (t_ns - self._t0) * 1e-9
+            handler = getattr(self, f"_on_{spec.role}")
+            handler(spec, t_ns, raw)
+            if copy:
+                self.out.write_raw(spec.topic, t_ns, raw)
+        self._advance(None)
+
+    def _done(self) -> bool:
+        if self.stop_requested:
+            raise _Stopped
+        limit = self.cfg.max_frames
+        if limit and self.summary.results >= limit:
+            self.summary.stopped_at_max_frames = True
+            return True
+        return False
+
+    def _advance(self, t_ns: int | None) -> None:
+        """Everything due before bag time ``t_ns`` (None: the end of the bag), in order: queued
+        frames whose depth look-ahead has passed and waiting queries whose timeout ran out."""
+        while True:
+            if self._done():
+                return
+            work = self._work[0] if self._work else None
+            pend = self._pending[0] if self._pending else None
+            if work is not None and (t_ns is None or work.ready_ns < t_ns) and (
+                    pend is None or work.ready_ns <= pend.deadline_ns):
+                self._process(self._work.popleft())
+            elif pend is not None and (t_ns is None or pend.deadline_ns < t_ns):
+                self._expire(self._pending.popleft())
+            else:
+                return
+
+    # ------------------------------------------------------------------ inputs
+    def _on_image(self, spec: TopicSpec, t_ns: int, raw: bytes) -> None:
+        s = self.summary
+        s.frames_read += 1
+        if (s.frames_read - 1) % max(1, self.cfg.every):
+            return
+        s.frames_selected += 1
+        frame = self.frames.put(_BagFrame(raw, spec.msgtype, t_ns, self.source.decode))
+        ready = t_ns + self.lookahead_ns
+        if self.cfg.continuous:
+            self._work.append(_Work(frame, f"c{frame.seq}", self.cfg.query or "", True,
+                                    write_ns=t_ns, ready_ns=ready))
+            return
+        while self._pending:  # queries waiting for a frame take this one, as in the node
+            p = self._pending.popleft()
+            waited_ms = (t_ns - p.asked_ns) * 1e-6
+            self._work.append(_Work(frame, p.request_id, p.query, False, write_ns=t_ns,
+                                    ready_ns=ready, wait_ms=waited_ms, frame_age_ms=-waited_ms))
+
+    def _on_query(self, spec: TopicSpec, t_ns: int, raw: bytes) -> None:
+        self._query_ids += 1
+        self.summary.queries += 1
+        request_id = f"q{self._query_ids}"
+        try:
+            query = str(self.source.decode(raw, spec.msgtype).data)
+        except ValueError as exc:
+            self._emit_error(request_id, "", str(exc), None, t_ns)
+            return
+        reason = query_refusal(query)
+        if reason:
+            self._emit_error(request_id, query, reason, None, t_ns)
+            return
+        try:
+            frame = self.frames.fresh(self.cfg.max_frame_age, self.cfg.frame_timeout,
+                                      asked_at=self._now_s, cancelled=lambda: True)
+        except NoFreshFrame as exc:
+            if self.cfg.frame_timeout > 0:
+                self._pending.append(_Pending(request_id, query, t_ns, self._now_s,
+                                              t_ns + int(self.cfg.frame_timeout * 1e9)))
+            else:
+                self._emit_error(request_id, query, str(exc), None, t_ns)
+            return
+        frame_ns = frame.msg.t_ns
+        self._work.append(_Work(frame, request_id, query, False, write_ns=max(frame_ns, t_ns),
+                                ready_ns=max(frame_ns + self.lookahead_ns, t_ns),
+                                frame_age_ms=(self._now_s - frame.received) * 1000.0))
+
+    def _on_depth(self, spec: TopicSpec, t_ns: int, raw: bytes) -> None:
+        try:
+            self.depth.append(self.source.decode(raw, spec.msgtype))
+        except ValueError as exc:
+            logger.warning("skipping a depth image: %s", exc)
+
+    def _on_camera_info(self, spec: TopicSpec, t_ns: int, raw: bytes) -> None:
+        try:
+            self.camera_info = self.source.decode(raw, spec.msgtype)
+        except ValueError as exc:
+            logger.warning("skipping a CameraInfo: %s", exc)
+
+    def _expire(self, p: _Pending) -> None:
+        """The node's error for a query whose frame_timeout ran out: the same FrameCache call,
+        made at the deadline, says how old the newest frame was."""
+        self._now_s = (p.deadline_ns - self._t0) * 1e-9
+        try:
+            frame = self.frames.fresh(self.cfg.max_frame_age, self.cfg.frame_timeout,
+                                      asked_at=p.asked_s, cancelled=lambda: True)
+        except NoFreshFrame as exc:
+            error = str(exc)
+        else:  # unreachable: a frame arriving in time takes the query off the waiting list
+            error = f"frame {frame.seq} arrived but was not used"
+        self._emit_error(p.request_id, p.query, error, None, p.deadline_ns,
+                         wait_ms=self.cfg.frame_timeout * 1000.0)
+
+    # ------------------------------------------------------------------ one request
+    def _process(self, work: _Work) -> None:
+        """The node's request handling (pipeline.handle) for one frame, in bag time."""
+        cfg, kit = self.cfg, self.kit
+        header = None
+        t_start = time.monotonic()
+        try:
+            msg = work.frame.msg.message()
+            header = msg.header
+            rgb = (compressed_msg_to_rgb(msg) if work.frame.msg.msgtype == COMPRESSED_IMAGE
+                   else image_msg_to_rgb(msg))
+            convert_ms = (time.monotonic() - t_start) * 1000.0
+            forced = self.reuse.forced_ids(work.query) if work.continuous else None
+            result = self.segmenter.segment(
+                rgb, work.query, should_cancel=lambda: self.stop_requested,
+                forced_answer_ids=forced)
+            if work.continuous:
+                self.reuse.record(work.query, result.token_ids, cfg.reanswer_every,
+                                  forced is not None)
+            t_post = time.monotonic()
+            objects, frame_3d = self._objects_3d(header, result)
+            seg = segmentation_msg(
+                request_id=work.request_id, query=work.query, header=header, result=result,
+                model=cfg.model, wait_ms=work.wait_ms, convert_ms=convert_ms, objects=objects,
+                frame_id_3d=frame_3d, kit=kit)
+            seg.postprocess_ms += (time.monotonic() - t_post) * 1000.0
+            _set_if_defined(seg, "frame_age_ms", float(work.frame_age_ms))
+            _set_if_defined(seg, "answer_reused", forced is not None)
+        except InferenceCancelled as exc:
+            if self.stop_requested:
+                raise _Stopped from None
+            self._emit_error(work.request_id, work.query, f"cancelled: {exc}", header,
+                             work.write_ns, t_start=t_start, wait_ms=work.wait_ms)
+            return
+        except (NoFreshFrame, ImageConversionError, EngineError, ValueError) as exc:
+            self._emit_error(work.request_id, work.query, str(exc), header, work.write_ns,
+                             t_start=t_start, wait_ms=work.wait_ms)
+            return
+        except Exception as exc:  # as the node: report it and go on with the next frame
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self._emit_error(work.request_id, work.query,
+                             f"{type(exc).__name__}: {text[:300]}".rstrip(": "), header,
+                             work.write_ns, t_start=t_start, wait_ms=work.wait_ms)
+            return
+        self.summary.engine_s += time.monotonic() - t_start
+        masks = [inst.mask for inst in result.instances]
+        self._write(seg, work.write_ns, t_start, rgb, masks)
+
+    def _objects_3d(self, header: Any, result: Any) -> tuple[list | None, str]:
+        """The node's 3D step (objects3d.ObjectLifter.lift without tf2: camera frame)."""
+        if not result.instances or not self.depth or self.camera_info is None:
+            return None, ""
+        depth = pair_depth(header, list(self.depth), self.cfg.depth_max_skew)
+        if depth is None:
+            if not self._depth_warned:
+                logger.warning("no depth image within depth_max_skew %.3f s of a frame; its "
+                               "results have no 3D", self.cfg.depth_max_skew)
+                self._depth_warned = True
+            return None, ""
+        objects, _points = lift_instances([inst.mask for inst in result.instances], depth,
+                                          self.camera_info, self.cfg.depth_scale)
+        return objects, header.frame_id
+
+    # ------------------------------------------------------------------ outputs
+    def _emit_error(self, request_id: str, query: str, error: str, header: Any, t_ns: int, *,
+                    t_start: float | None = None, wait_ms: float = 0.0) -> None:
+        seg = error_msg(request_id=request_id, query=query, error=error, header=header,
+                        model=self.cfg.model, wait_ms=wait_ms, kit=self.kit)
+        self._write(seg, t_ns, t_start)
+
+    def _write(self, seg: Any, t_ns: int, t_start: float | None, rgb: Any = None,
+               masks: list | None = None) -> None:
+        """~/result always; mask and overlay (and a video frame) for a success, as the node
+        publishes them; then count the result."""
+        cfg, s = self.cfg, self.summary
+        elapsed = (time.monotonic() - t_start) * 1000.0 if t_start is not None else 0.0
+        seg.total_ms = float(seg.wait_ms + elapsed)
+        self.out.write(cfg.topic("result"), t_ns, seg)
+        if seg.success and rgb is not None:
+            masks = masks or []
+            union = union_mask(masks, rgb.shape[:2])
+            self.out.write(cfg.topic("mask"), t_ns, self.kit.mono8(union, seg.header))
+            if cfg.overlay or self.video is not None:
+                overlay = render_overlay(rgb, masks, seg.answer)
+                if cfg.overlay:
+                    self.out.write(cfg.topic("overlay"), t_ns, self.kit.rgb8(overlay, seg.header))
+                if self.video is not None:
+                    self.video.write(overlay)
+            s.last_answer = seg.answer
+        s.results += 1
+        if not seg.success:
+            s.errors += 1
+            s.first_error = s.first_error or seg.error
+            logger.info("request %s failed: %s", seg.request_id, seg.error)
+        if self.progress is not None:
+            self.progress.update(s.results, s.errors)
