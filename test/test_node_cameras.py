@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -110,15 +111,97 @@ def test_depth_gives_3d_fields_points_and_markers(processes, ros_client, checkpo
     assert Marker.SPHERE in kinds and Marker.CUBE in kinds and Marker.TEXT_VIEW_FACING in kinds
 
 
-def test_diagnostics_report_rates_and_queue(processes, ros_client, checkpoint):
-    from diagnostic_msgs.msg import DiagnosticArray
+def _diag_values(arr) -> dict[str, str]:
+    return {kv.key: kv.value for kv in arr.status[0].values}
 
-    diags = ros_client.subscribe(DiagnosticArray, "/diagnostics")
-    proc = processes.start(*node_args(checkpoint, stats_period=0.5), name="node")
+
+def _wait_diag(diags, what: str, predicate, timeout: float = 60.0) -> dict[str, str]:
+    """The values of the first /diagnostics report received for which ``predicate`` holds."""
+    try:
+        hit = diags.wait_for(1, timeout=timeout, where=lambda a: predicate(_diag_values(a)))
+    except TimeoutError:
+        last = _diag_values(diags.messages[-1]) if diags.messages else {}
+        raise AssertionError(f"no /diagnostics report with {what}; last: {last}") from None
+    return _diag_values(hit[0])
+
+
+def test_diagnostics_values_follow_the_traffic(processes, ros_client, checkpoint):
+    """Not only the keys: the rates, the latency percentiles and the count of refused requests
+    move with what the node is sent, and fall back when the traffic stops."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rcl_interfaces.srv import SetParameters
+    from sensor_msgs.msg import Image
+    from stamp_ros.msg import Segmentation
+    from stamp_ros.srv import Segment
+    from std_msgs.msg import String
+
+    diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
+    results = ros_client.subscribe(Segmentation, "/stamp_node/result", ros_client.reliable(50))
+    proc = processes.start(*node_args(checkpoint, stats_period=0.5, max_pending=1,
+                                      frame_timeout=2.0), name="node")
     wait_ready(ros_client, processes, proc)
-    arrays = diags.wait_for(2, timeout=30)
-    values = {kv.key: kv.value for kv in arrays[-1].status[0].values}
+    idle = _wait_diag(diags, "an idle report", lambda v: True)
     for key in ("input_rate_hz", "result_rate_hz", "queue_depth", "dropped_frames",
-                "latency_p50_ms", "latency_p90_ms", "last_error"):
-        assert key in values, key
+                "rejected_requests", "latency_p50_ms", "latency_p90_ms", "last_error"):
+        assert key in idle, key
+    assert float(idle["input_rate_hz"]) == 0.0 and float(idle["result_rate_hz"]) == 0.0, idle
+    assert float(idle["latency_p50_ms"]) == 0.0 and idle["rejected_requests"] == "0", idle
     assert "stats:" in processes.output(proc)
+
+    img_pub = ros_client.publisher(Image, "/image")
+    query_pub = ros_client.publisher(String, "/query")
+    for pub in (img_pub, query_pub):
+        ros_client.wait_for_subscribers(pub)
+    stop = threading.Event()
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            img_pub.publish(image_msg(make_frame(seed=i % 3), stamp_sec=100 + i))
+            stop.wait(0.1)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    try:
+        _wait_diag(diags, "input_rate_hz > 0 while frames stream",
+                   lambda v: float(v["input_rate_hz"]) > 0)
+        req = Segment.Request()
+        req.query = "segment the square"
+        for _ in range(3):
+            res = ros_client.call(Segment, "/stamp_node/segment", req, timeout=120).result
+            assert res.success, res.error
+        busy = _wait_diag(diags, "result_rate_hz > 0 and latencies after results",
+                          lambda v: float(v["result_rate_hz"]) > 0)
+        assert float(busy["latency_p50_ms"]) > 0, busy
+        assert float(busy["latency_p90_ms"]) >= float(busy["latency_p50_ms"]), busy
+    finally:
+        stop.set()
+        streamer.join(timeout=10)
+    _wait_diag(diags, "input_rate_hz back to 0 once the stream stopped",
+               lambda v: float(v["input_rate_hz"]) == 0.0)
+
+    # Refusals: no frame younger than max_frame_age 0 will come, so the first query holds the
+    # model for frame_timeout, one more may wait (max_pending 1), the rest are queue full.
+    (res,) = ros_client.call(SetParameters, "/stamp_node/set_parameters",
+                             _set_double("max_frame_age", 0.0), timeout=30).results
+    assert res.successful, res.reason
+    for i in range(5):
+        query_pub.publish(String(data=f"segment thing {i}"))
+    answered = results.wait_for(5, timeout=60, where=lambda r: r.request_id.startswith("q"))
+    full = [r for r in answered if "queue full" in r.error]
+    assert 3 <= len(full) <= 4, [r.error for r in answered]
+    assert all(not r.success for r in answered)
+    _wait_diag(diags, f"rejected_requests {len(full)}",
+               lambda v: v["rejected_requests"] == str(len(full)))
+    warn = diags.wait_for(1, timeout=30, where=lambda a: a.status[0].level == DiagnosticStatus.WARN)
+    values = _diag_values(warn[0])
+    assert int(values["errors"]) > 0 and values["last_error"], values
+
+
+def _set_double(name: str, value: float):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    return SetParameters.Request(parameters=[Parameter(name=name, value=v)])
