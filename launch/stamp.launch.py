@@ -7,7 +7,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -21,6 +21,9 @@ ARGUMENTS = {
     "camera_info": ("camera_info", "CameraInfo topic of the depth/colour camera, optional"),
     "params_file": ("", "YAML parameters (default: share/stamp_ros/config/stamp.yaml)"),
     "use_rviz": ("false", "also start RViz with config/stamp.rviz"),
+    "large_images": ("true", "load config/fastdds_large_images.xml (shared memory with 64 MB "
+                     "segments + loopback UDP) in the started processes: full-rate 1080p frames "
+                     "from a camera driver that loads it too; false = Fast DDS defaults"),
 }
 
 
@@ -56,7 +59,14 @@ def _nodes(context):
         arguments=["-d", os.path.join(share, "config", "stamp.rviz")],
         condition=IfCondition(LaunchConfiguration("use_rviz")),
     )
-    return [stamp, rviz]
+    actions = []
+    if IfCondition(LaunchConfiguration("large_images")).evaluate(context):
+        profile = os.path.join(share, "config", "fastdds_large_images.xml")
+        # Fast DDS reads the file when a process creates its first participant: set it for
+        # the processes this launch starts (Jazzy and later read the first, Humble the second).
+        actions += [SetEnvironmentVariable(name, profile) for name in
+                    ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")]
+    return [*actions, stamp, rviz]
 
 
 def generate_launch_description():

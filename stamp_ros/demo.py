@@ -115,12 +115,16 @@ def _run(args: Any) -> int:
 
     import rclpy  # imported late: the offline fallback above must not need ROS
 
+    from stamp_ros.dds_profile import PROFILE_VARIABLES, large_image_env
+
     env = dict(os.environ)
     with _domain(env) as domain_id:
         env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         env.setdefault("ROS_LOCALHOST_ONLY", "1")
+        for name, value in large_image_env().items():  # full-rate frames between processes
+            env.setdefault(name, value)
         os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                               "ROS_LOCALHOST_ONLY")})
+                                               "ROS_LOCALHOST_ONLY", *PROFILE_VARIABLES)})
         cmd = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                "-p", f"model:={model}", "-p", f"device:={args.device}",
                "-p", "stats_period:=0.0", "-r", "image:=/demo/image", "-r", "query:=/demo/query"]

@@ -1,12 +1,60 @@
-"""``python -m stamp_ros.run_node [--ros-args ...]`` starts the stamp_ros node.
+"""Run the stamp_ros node: ``python -m stamp_ros.run_node [--ros-args ...]``.
 
-The entry point for running the node from a source checkout or a pip environment without
-``ros2 run``; the node itself (``main`` included) is :mod:`stamp_ros.ros.node`.
+The entry point behind ``ros2 run stamp_ros stamp_node`` (``lib/stamp_ros/stamp_node``), the
+launch file, the demo and the tests. It configures and activates the node, spins it on a
+multi-threaded executor until SIGINT/SIGTERM, and answers whatever still waits on the way out.
 """
 
+from __future__ import annotations
+
+import logging
 import sys
 
-from stamp_ros.ros.node import main
+import rclpy
+from rclpy.exceptions import InvalidParameterValueException, ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+
+from stamp_ros.ros.malloc import return_large_buffers_to_the_os
+from stamp_ros.ros.node import StampNode
+
+EXECUTOR_THREADS = 6
+"""Callbacks of frames, queries, service/action calls, timers and lifecycle services run in
+parallel; none of them waits for the model, so a few threads serve any number of callers."""
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM; 1 when its parameters or configuration are bad."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    return_large_buffers_to_the_os()
+    rclpy.init(args=sys.argv if args is None else args)
+    try:
+        node = StampNode()
+    except (InvalidParameterValueException, ParameterException) as exc:  # bad --ros-args -p
+        logging.getLogger("stamp_ros.node").critical(f"bad parameter: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal("configuration failed (see above); exiting")
+            code = 1
+        else:
+            # A model that fails to load leaves the node inactive but serving: every request
+            # is answered with an error result naming the cause, and `activate` can retry.
+            node.trigger_activate()
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,8 +35,12 @@ def ros_env() -> Iterator[dict[str, str]]:
         pytest.skip("rclpy or the stamp_ros interfaces are not installed (run scripts/setup)")
     from domain_coordinator import domain_id
 
+    from stamp_ros.dds_profile import large_image_env
+
     with domain_id() as did:
         env = dict(os.environ)
+        # The shipped large-image profile in every process, as the README tells robots to do.
+        env.update(large_image_env())
         env.update(
             ROS_DOMAIN_ID=str(did),
             # Kilted reads the first, Humble/Jazzy the second: keep test traffic on this host.
@@ -104,7 +108,10 @@ def processes(ros_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessGroup]
 @pytest.fixture
 def ros_client(ros_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
     """The test process's own rclpy context in the test's domain (see ros_client.py)."""
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY"):
+    from stamp_ros.dds_profile import PROFILE_VARIABLES
+
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY",
+                *PROFILE_VARIABLES):
         monkeypatch.setenv(key, ros_env[key])
     from ros_client import RosClient
 

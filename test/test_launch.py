@@ -99,3 +99,35 @@ def test_out_of_range_parameter_is_refused_at_start(tmp_path):
         env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "max_pending out of range" in out.stdout + out.stderr
+
+
+def test_large_image_profile_is_declared_on_by_default_installed_and_well_formed():
+    import xml.etree.ElementTree as ET
+
+    from stamp_ros.dds_profile import large_image_env
+
+    args = next(n for n in _launch_tree().body if isinstance(n, ast.Assign)
+                and getattr(n.targets[0], "id", "") == "ARGUMENTS")
+    defaults = {k.value: v.elts[0].value for k, v in zip(args.value.keys, args.value.values,
+                                                          strict=True)}
+    assert defaults["large_images"] == "true"
+    assert "fastdds_large_images.xml" in LAUNCH.read_text()
+    installed = PREFIX / "share" / "stamp_ros" / "config" / "fastdds_large_images.xml"
+    assert installed.is_file(), "profile not installed (run scripts/setup)"
+    env = large_image_env()
+    assert set(env) == {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"}
+    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_bytes() == installed.read_bytes()
+
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(installed).getroot()
+    transports = {t.findtext("d:transport_id", namespaces=ns): t
+                  for t in root.iterfind(".//d:transport_descriptor", ns)}
+    kinds = {t.findtext("d:type", namespaces=ns): t for t in transports.values()}
+    assert int(kinds["SHM"].findtext("d:segment_size", namespaces=ns)) >= 64 * 2**20
+    allowed = [a.text for a in kinds["UDPv4"].iterfind(".//d:address", ns)]
+    assert allowed == ["127.0.0.1"], "only loopback: no DDS traffic leaves this host"
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
+    used = [t.text for t in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
+    assert sorted(used) == sorted(transports)

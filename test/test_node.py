@@ -127,13 +127,19 @@ def test_service_and_action_with_inline_image(processes, ros_client, checkpoint)
 
     client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     assert client.wait_for_server(timeout_sec=30)
-    feedback = []
+    from ros_client import Collector
+
+    feedback = Collector()
     goal = SegmentAction.Goal()
     goal.query, goal.image = "segment the square", image_msg(make_frame(96, 64), stamp_sec=78)
-    handle = wait_future(client.send_goal_async(goal, feedback_callback=feedback.append), 30)
+    handle = wait_future(client.send_goal_async(goal, feedback_callback=feedback), 30)
     wrapped = wait_future(handle.get_result_async(), 120)
     assert wrapped.result.result.success, wrapped.result.result.error
     assert wrapped.result.result.header.stamp.sec == 78
+    # Feedback (a topic) and the result (a service) travel separately: the last feedback may
+    # arrive after the result.
+    feedback.wait_for(1, timeout=30, where=lambda f: f.feedback.stage == "mask")
+    feedback = feedback.messages
     stages = [f.feedback.stage for f in feedback]
     assert stages[0] == "queued" and "decode" in stages and "mask" in stages, stages
     assert stages.index("decode") < stages.index("mask")

@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import gc
 import itertools
-import logging
-import sys
 import time
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidParameterValueException, ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -41,7 +36,6 @@ from stamp_ros.msg import Segmentation
 from stamp_ros.ros.calls import SegmentCalls
 from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
 from stamp_ros.ros.diagnostics import Stats, diagnostic_array, stats_line
-from stamp_ros.ros.malloc import return_large_buffers_to_the_os
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.param_descriptors import parameter_descriptor
 from stamp_ros.ros.params import BY_NAME, PARAMS, validate
@@ -51,7 +45,6 @@ from stamp_ros.srv import Segment
 
 OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray),
                         strict=True))
-EXECUTOR_THREADS = 6
 ACTION_RESULT_TIMEOUT_S = 60
 """How long a finished goal's result stays retrievable (Kilted's default is 10 s, Jazzy's 900 s):
 long enough for a slow planner, short enough that results carrying full-size masks do not pile
@@ -83,8 +76,8 @@ class StampNode(LifecycleNode):
         self._calls = SegmentCalls(self, self._submit, self._pipeline.reject,
                                    lambda: self._worker)
         # Entities, created in on_configure and destroyed in on_cleanup.
-        self._subscriptions: list[Any] = []
-        self._publishers: list[Any] = []
+        self._input_subscriptions: list[Any] = []
+        self._output_publishers: list[Any] = []
         self._diagnostics_pub: Any = None
         self._service: Any = None
         self._action_server: ActionServer | None = None
@@ -139,12 +132,12 @@ class StampNode(LifecycleNode):
                     msg_type, camera.output_topic(key),
                     results_qos if key in ("result", "answer") else reliable)
                 for key, msg_type in OUTPUT_TYPES.items()}
-            self._publishers += camera.outputs.values()
+            self._output_publishers += camera.outputs.values()
             image_sub = self.create_subscription(
                 image_type, camera.topic(image_topic),
                 lambda raw, c=camera, t=image_type: self._on_image(c, SerializedImage(raw, t)),
                 image_qos, callback_group=image_group, raw=True)
-            self._subscriptions += [
+            self._input_subscriptions += [
                 image_sub,
                 self.create_subscription(String, camera.topic("query"),
                                          lambda m, c=camera: self._on_query(c, m),
@@ -168,7 +161,9 @@ class StampNode(LifecycleNode):
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
             cancel_callback=self._calls.on_cancel, callback_group=call_group,
             goal_service_qos_profile=calls_qos, result_service_qos_profile=calls_qos,
-            cancel_service_qos_profile=calls_qos, result_timeout=ACTION_RESULT_TIMEOUT_S)
+            cancel_service_qos_profile=calls_qos, result_timeout=ACTION_RESULT_TIMEOUT_S,
+            # One feedback per decoded token: keep a whole burst, the stages after it included.
+            feedback_pub_qos_profile=QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         if self._param("stats_period") > 0:
             self._stats_timer = self.create_timer(self._param("stats_period"),
                                                   self._on_stats_timer)
@@ -236,16 +231,16 @@ class StampNode(LifecycleNode):
             self._action_server.destroy()
         if self._service is not None:
             self.destroy_service(self._service)
-        for sub in self._subscriptions:
+        for sub in self._input_subscriptions:
             self.destroy_subscription(sub)
-        for pub in [*self._publishers, self._diagnostics_pub]:
+        for pub in [*self._output_publishers, self._diagnostics_pub]:
             if pub is not None:
                 self.destroy_publisher(pub)
         if self._wake is not None:
             self.destroy_guard_condition(self._wake)
         for camera in self._cameras.values():
             camera.outputs = {}
-        self._subscriptions, self._publishers = [], []
+        self._input_subscriptions, self._output_publishers = [], []
         self._diagnostics_pub = self._service = self._action_server = None
         self._stats_timer = self._wake = self._calls.wake = None
 
@@ -359,40 +354,3 @@ class StampNode(LifecycleNode):
                 f"{self.get_name()}: stamp inference", str(self._param("model")), snap,
                 self.get_clock().now().to_msg(),
                 None if self._active else self._pipeline.unavailable_reason))
-
-
-def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; 1 when its parameters or configuration are bad."""
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    return_large_buffers_to_the_os()
-    rclpy.init(args=sys.argv if args is None else args)
-    try:
-        node = StampNode()
-    except (InvalidParameterValueException, ParameterException) as exc:  # bad --ros-args -p
-        logging.getLogger("stamp_ros.node").critical(f"bad parameter: {exc}")
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
-    executor.add_node(node)
-    code = 0
-    try:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            node.get_logger().fatal("configuration failed (see above); exiting")
-            code = 1
-        else:
-            # A model that fails to load leaves the node inactive but serving: every request
-            # is answered with an error result naming the cause, and `activate` can retry.
-            node.trigger_activate()
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

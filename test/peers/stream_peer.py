@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from stamp_ros.ros.convert import rgb_to_image_msg
 
@@ -39,6 +39,22 @@ def build_frames(width: int, height: int, count: int = 2) -> list[Image]:
         msg.header.frame_id = "camera_optical"
         frames.append(msg)
     return frames
+
+
+def to_jpeg(frame: Image) -> CompressedImage:
+    """The same picture as a JPEG CompressedImage (as image_transport's compressed plugin)."""
+    import array
+
+    import cv2
+
+    rgb = np.frombuffer(bytes(frame.data), np.uint8).reshape(frame.height, frame.width, 3)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    msg = CompressedImage()
+    msg.header.frame_id = frame.header.frame_id
+    msg.format = "rgb8; jpeg compressed bgr8"
+    msg.data = array.array("B", jpeg.tobytes())
+    return msg
 
 
 def parse_gap(text: str) -> tuple[float, float]:
@@ -57,13 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=1, help="publisher history depth")
     parser.add_argument("--stats", type=Path)
     parser.add_argument("--wait-subscriber", type=float, default=60.0)
+    parser.add_argument("--compressed", action="store_true",
+                        help="publish sensor_msgs/CompressedImage (JPEG) instead of Image")
     args, ros_args = parser.parse_known_args(argv)
 
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node("stream_peer")
     qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE)
-    pub = node.create_publisher(Image, args.topic, qos)
+    msg_type = CompressedImage if args.compressed else Image
+    pub = node.create_publisher(msg_type, args.topic, qos)
     frames = build_frames(args.width, args.height)
+    if args.compressed:
+        frames = [to_jpeg(f) for f in frames]
     clock = node.get_clock()
 
     deadline = time.monotonic() + args.wait_subscriber

@@ -1,0 +1,35 @@
+"""Where the shipped Fast DDS profile for large images is, and the variables that load it.
+
+``config/fastdds_large_images.xml`` (shared memory with 64 MB segments + UDP on loopback only)
+lets 1080p frames travel at full rate between processes on one host; the default transports
+deliver a fraction of a 30 Hz 1080p stream (see the README, "Running on a robot"). Fast DDS
+reads the profile once, when a process creates its first participant, so the variables must be
+set before rclpy.init() -- in every process of the image path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROFILE_NAME = "fastdds_large_images.xml"
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+"""Fast DDS 2.x/3.x (Jazzy and later) read the first, Fast DDS 2.6 (Humble) the second."""
+
+
+def large_image_profile() -> Path:
+    """The profile in the installed package's share directory, else in this source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("stamp_ros")) / "config" / PROFILE_NAME
+        if installed.is_file():
+            return installed
+    except Exception:  # not installed as a ROS package (source checkout, pip install)
+        pass
+    return Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME
+
+
+def large_image_env(profile: Path | None = None) -> dict[str, str]:
+    """The environment variables that make a process load the profile."""
+    path = str(profile or large_image_profile())
+    return {name: path for name in PROFILE_VARIABLES}
