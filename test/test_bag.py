@@ -193,6 +193,7 @@ def test_cli_subprocess_without_ros_sqlite3_in_mcap_out(ckpt, photo, tmp_path, c
     summary = json.loads(proc.stdout)  # one JSON object, nothing else on stdout
     assert summary["results"] == 5 and summary["errors"] == 0 and not summary["interrupted"]
     assert summary["mode"] == "continuous" and summary["storage"] == "mcap"
+    assert summary["input_storage"] == "sqlite3"
     assert summary["topics"] == {"/stamp/result": 5, "/stamp/mask": 5, "/stamp/overlay": 5,
                                  "/camera/image": 5}
     assert summary["video_frames"] == 5 and summary["last_answer"] == TEXT
@@ -290,8 +291,8 @@ def test_compressed_mcap_input_reuses_the_answer_like_the_node(ckpt, photo, tmp_
     assert "/stamp/overlay" not in bag and len(bag["/stamp/mask"]) == 5
     results = [m for _, m in bag["/stamp/result"]]
     assert [r.answer for r in results] == [TEXT] * 5
-    if hasattr(results[0], "answer_reused"):  # newer Segmentation.msg
-        assert [r.answer_reused for r in results] == [False, True, True, False, True]
+    assert [r.answer_reused for r in results] == [False, True, True, False, True]
+    assert [r.frame_age_ms for r in results] == [0.0] * 5  # continuous: the frame itself
     # Frame 0 was decoded freely: identical to `segment` on the JPEG's decoded pixels.
     decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(
         cv2.imencode(".jpg", cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))[1], np.uint8),
@@ -368,9 +369,9 @@ def test_query_topic_pairs_in_bag_time_like_the_node(ckpt, photo, tmp_path, caps
     t, m = results["segment a stale frame"]
     assert m.success and m.request_id == "q4" and frame_stamp(m) == pytest.approx(5.0)
     assert t == at(5.0) and m.wait_ms == pytest.approx(1500.0)
-    if hasattr(m, "frame_age_ms"):
-        assert m.frame_age_ms == pytest.approx(-1500.0)
-        assert results["segment a fresh frame"][1].frame_age_ms == pytest.approx(500.0)
+    assert m.frame_age_ms == pytest.approx(-1500.0)  # it waited for a frame newer than itself
+    assert results["segment a fresh frame"][1].frame_age_ms == pytest.approx(500.0)
+    assert not m.answer_reused
     t, m = results["segment after the camera stopped"]
     assert not m.success and m.request_id == "q5" and t == at(9.0)
     assert "newest camera frame is 4.00 s old" in m.error and "frame_timeout 2" in m.error

@@ -211,14 +211,16 @@ def cmd_bag(args: argparse.Namespace) -> int:
         summary.topics = dict(out.counts)
         summary.video_frames = video.frames if video is not None else 0
         summary.read_error = read_error
+        input_storage = source.storage
     finally:
         source.close()
-    return _report(args, summary)
+    return _report(args, summary, input_storage)
 
 
-def _report(args: argparse.Namespace, summary: Any) -> int:
+def _report(args: argparse.Namespace, summary: Any, input_storage: str) -> int:
     data = summary.as_dict()
-    data.update(input=str(args.input), output=str(args.out), storage=args.storage,
+    data.update(input=str(args.input), input_storage=input_storage, output=str(args.out),
+                storage=args.storage,
                 video=str(args.video) if args.video else None, model=str(args.model))
     if args.json:
         print(json.dumps(data))

@@ -37,6 +37,7 @@ from stamp_ros.bag.interfaces import COMPRESSED_IMAGE, SEGMENTATION, RosbagsKit
 from stamp_ros.bag.sink import OutputBag, VideoOut
 from stamp_ros.bag.source import InputBag, TopicSpec
 from stamp_ros.engine.errors import EngineError, InferenceCancelled
+from stamp_ros.engine.prompt import MAX_QUERY_CHARS
 from stamp_ros.overlay import render_overlay, union_mask
 from stamp_ros.ros.convert import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from stamp_ros.ros.depth3d import lift_instances, pair_depth
@@ -44,12 +45,9 @@ from stamp_ros.ros.frame_cache import Frame, FrameCache, NoFreshFrame
 from stamp_ros.ros.params import BY_NAME
 from stamp_ros.ros.results import error_msg, segmentation_msg
 
-__all__ = ["MAX_QUERY_CHARS", "ReplayConfig", "Replayer", "Summary", "query_refusal"]
+__all__ = ["ReplayConfig", "Replayer", "Summary", "query_refusal"]
 
 logger = logging.getLogger("stamp_ros.bag")
-
-MAX_QUERY_CHARS = 4000
-"""The node's limit (``stamp_ros.ros.pipeline.MAX_QUERY_CHARS``, which imports rclpy)."""
 
 MAX_LOOKAHEAD_S = 1.0
 """Frames wait at most this long (bag time) for their depth image: bounds what is buffered."""
@@ -59,7 +57,8 @@ DEPTH_HISTORY = 30
 
 
 def query_refusal(query: str) -> str:
-    """Why the node answers ``query`` at once with an error ("" when it may run)."""
+    """Why the node answers ``query`` at once with an error ("" when it may run): the text
+    rules of ``stamp_ros.ros.pipeline.RequestPipeline.refusal``, which imports rclpy."""
     if not query.strip():
         return "empty query"
     if len(query) > MAX_QUERY_CHARS:
@@ -148,13 +147,6 @@ class Summary:
             "topics": dict(self.topics),
             "video_frames": self.video_frames,
         }
-
-
-def _set_if_defined(msg: Any, name: str, value: Any) -> None:
-    """Fill a Segmentation field that newer message definitions have (frame_age_ms,
-    answer_reused); bags written against older definitions simply lack it."""
-    if hasattr(msg, name):
-        setattr(msg, name, value)
 
 
 class _Stopped(Exception):
@@ -423,8 +415,8 @@ class Replayer:
                 model=cfg.model, wait_ms=work.wait_ms, convert_ms=convert_ms, objects=objects,
                 frame_id_3d=frame_3d, kit=kit)
             seg.postprocess_ms += (time.monotonic() - t_post) * 1000.0
-            _set_if_defined(seg, "frame_age_ms", float(work.frame_age_ms))
-            _set_if_defined(seg, "answer_reused", forced is not None)
+            seg.frame_age_ms = float(work.frame_age_ms)
+            seg.answer_reused = forced is not None
         except InferenceCancelled as exc:
             if self.stop_requested:
                 raise _Stopped from None
