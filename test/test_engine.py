@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from stamp_ros.engine.compat import rope_index
 from stamp_ros.engine.errors import InferenceCancelled, InputError
 from stamp_ros.engine.maskpass import fast_mask_logits
 from stamp_ros.engine.segmenter import StampSegmenter
@@ -223,9 +224,7 @@ def test_mask_positions_follow_spec(segmenters):
             assert torch.equal(pos[axis, k], expected)
         # Cross-check with transformers' own mRoPE over the official prefix + masks sequence.
         mask_ids = torch.cat([full[0, : idx + 1], torch.full((n,), seg.tokens.mask)])[None]
-        ref, _ = seg.model.model.get_rope_index(
-            mask_ids, (mask_ids == seg.tokens.image_pad).int(), image_grid_thw=pre.grid_thw
-        )
+        ref, _ = rope_index(seg.model, mask_ids, seg.tokens.image_pad, pre.grid_thw)
         assert torch.equal(ref[:, 0, idx + 1 :], pos[:, k])
 
 

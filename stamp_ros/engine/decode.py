@@ -22,6 +22,8 @@ import logging
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from stamp_ros.engine.compat import cache_kwargs
+
 logger = logging.getLogger("stamp_ros.engine")
 
 DECODE_MODES = ("eager", "static", "cuda_graph")
@@ -124,12 +126,13 @@ class StaticDecoder:
         """Feed ``token`` at ``cur``; leave the greedy successor in ``token``; ``cur += 1``."""
         self.mask.index_fill_(-1, self.cur, 0.0 if self.additive else True)
         positions = (self.cur + self.delta).view(1, 1, 1).expand(3, 1, 1)
-        hidden = self.model.model.language_model(
+        lm = self.model.model.language_model
+        hidden = lm(
             input_ids=self.token,
             position_ids=positions,
             attention_mask={"full_attention": self.mask},
-            cache=self.cache,
             use_cache=True,
+            **cache_kwargs(lm, self.cache),
         ).last_hidden_state
         self.token.copy_(self.model.lm_head(hidden[:, -1]).argmax(-1).view(1, 1))
         self.cur.add_(1)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from stamp_ros.engine.compat import cache_kwargs, rope_index
+
 
 @dataclass
 class AnswerState:
@@ -129,9 +131,9 @@ def fast_mask_logits(
             inputs_embeds=emb.expand(k, -1, -1),
             position_ids=pos[None].expand(3, -1, -1),
             attention_mask=_mask_arg(allowed, attn_implementation, emb.dtype),
-            cache=PrefixView(cache, prefix, batch=k),
             use_cache=True,
             is_causal=False,
+            **cache_kwargs(lm, PrefixView(cache, prefix, batch=k)),
         ).last_hidden_state
         out.append(classifier(hidden)[..., 0])
     return torch.cat(out, dim=0)
@@ -166,9 +168,7 @@ def reference_mask_logits(
         embeds = embeds.masked_scatter(is_image, features)
         is_mask = mask_ids[0] == mask_token_id
         embeds[0, is_mask] = embeds[0, is_mask] + features[-n:]
-        positions, _ = model.model.get_rope_index(
-            mask_ids, (mask_ids == image_token_id).int(), image_grid_thw=grid_thw
-        )
+        positions, _ = rope_index(model, mask_ids, image_token_id, grid_thw)
         total = p + n
         q = torch.arange(total, device=mask_ids.device)
         hybrid = (q[None, :] <= q[:, None]) | is_mask[:, None]  # causal OR "query is a mask token"
@@ -177,8 +177,8 @@ def reference_mask_logits(
             inputs_embeds=embeds[:, is_mask],
             position_ids=positions[:, :, is_mask],
             attention_mask=_mask_arg(allowed, attn_implementation, embeds.dtype),
-            cache=sliced,
             is_causal=False,
+            **cache_kwargs(lm, sliced),
         ).last_hidden_state
         rows.append(classifier(hidden)[0, :, 0])
     return torch.stack(rows)

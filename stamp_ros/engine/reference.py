@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from stamp_ros.engine.checkpoint import LoadedStamp
+from stamp_ros.engine.compat import cache_kwargs, output_cache, token_type_kwargs
 from stamp_ros.engine.maskpass import AnswerState
 from stamp_ros.engine.preprocess import Preprocessed
 from stamp_ros.engine.timing import StageClock, now, time_module_calls
@@ -56,20 +57,20 @@ def reference_answer(
             out = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
-                mm_token_type_ids=(ids == tokens.image_pad).int(),
                 generation_config=config,
+                **token_type_kwargs(model, ids, tokens.image_pad),
                 **inputs,
             )
-            sequence, cache = out.sequences[0], _cache_of(out)
+            sequence, cache = out.sequences[0], output_cache(out)
         else:
             sequence = torch.cat([ids[0], torch.tensor(forced, dtype=torch.long, device=device)])
             out = model(
                 input_ids=sequence[None],
-                mm_token_type_ids=(sequence[None] == tokens.image_pad).int(),
                 use_cache=True,
+                **token_type_kwargs(model, sequence[None], tokens.image_pad),
                 **inputs,
             )
-            cache = _cache_of(out)
+            cache = output_cache(out)
     finally:
         for h in hooks:
             h.remove()
@@ -85,12 +86,6 @@ def reference_answer(
     cached = cache.get_seq_length() - ids.shape[1]
     if segs and segs[-1] >= cached:
         tail = sequence[ids.shape[1] + cached : ids.shape[1] + segs[-1] + 1][None]
-        model(input_ids=tail, cache=cache, use_cache=True)
+        model(input_ids=tail, use_cache=True, **cache_kwargs(model, cache))
     return AnswerState(generated=generated, cache=cache, sequence=sequence)
-
-
-def _cache_of(output):
-    """transformers 5.x renamed ``past_key_values`` to ``cache``; accept both spellings."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
 

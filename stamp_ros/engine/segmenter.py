@@ -28,6 +28,7 @@ from transformers.cache_utils import DynamicCache
 
 from stamp_ros.engine import masks as mask_ops
 from stamp_ros.engine.checkpoint import LoadedStamp, load_stamp
+from stamp_ros.engine.compat import cache_kwargs, rope_index
 from stamp_ros.engine.decode import DECODE_MODES, StaticDecoder
 from stamp_ros.engine.decoder_pool import DecoderPool
 from stamp_ros.engine.defaults import (
@@ -338,12 +339,10 @@ class StampSegmenter:
         lm = self.model.model.language_model
         embeds = lm.embed_tokens(ids)
         embeds[ids == self.tokens.image_pad] = features.to(embeds.dtype)
-        positions, delta = self.model.model.get_rope_index(
-            ids, (ids == self.tokens.image_pad).int(), image_grid_thw=pre.grid_thw
-        )
+        positions, delta = rope_index(self.model, ids, self.tokens.image_pad, pre.grid_thw)
         cache = DynamicCache(config=self.model.config)
         hidden = lm(
-            inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True
+            inputs_embeds=embeds, position_ids=positions, use_cache=True, **cache_kwargs(lm, cache)
         ).last_hidden_state
         return cache, int(delta.reshape(-1)[0]), hidden[:, -1]
 
@@ -352,11 +351,12 @@ class StampSegmenter:
         start = cache.get_seq_length()
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         positions = torch.arange(start, start + len(tokens), device=self.device) + delta
-        hidden = self.model.model.language_model(
+        lm = self.model.model.language_model
+        hidden = lm(
             input_ids=ids,
             position_ids=positions.view(1, 1, -1).expand(3, 1, -1),
-            cache=cache,
             use_cache=True,
+            **cache_kwargs(lm, cache),
         ).last_hidden_state
         return hidden[:, -1]
 
