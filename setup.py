@@ -24,7 +24,7 @@ setup(
     package_data={"stamp_ros.bag.interfaces": ["*.msg"]},
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.24,<6",
+        "transformers>=5.0,<6",
         "tokenizers>=0.22",
         "safetensors>=0.4",
         "peft>=0.17",

@@ -7,9 +7,10 @@
 #   bash bench/gpu/run.sh                 # on the GPU machine, from the repo root or anywhere
 #   DEVICE=cpu bash bench/gpu/run.sh      # CPU smoke test of this script (tiny shape, --quick)
 #
-# Packages. The engine needs transformers >= 5.24 (the `cache=` API and the 5.24
-# get_rope_index signature). The device image ships torch (CUDA) but an older transformers, and
-# nothing can be fetched there, so carry the wheel: on the workstation,
+# Packages. The engine supports transformers >=5.0,<6 (stamp_ros/engine/compat.py, the same
+# range as setup.py and requirements/python.txt); the device image ships torch (CUDA) and a
+# transformers in that range. Nothing can be fetched there, so another version is carried as a
+# wheel: on the workstation,
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.24.0
 # keep .whl/ out of git (.git/info/exclude) and name it in the device tool's `carry`. Any
 # *.whl found in $WHEELS, ./.whl or bench/gpu/wheelhouse is installed into a private target
@@ -49,11 +50,13 @@ fi
 "$PY" - <<'PY' || { log "environment check failed (see above)"; exit 2; }
 import sys
 import torch, transformers
-from packaging.version import Version
+from packaging.specifiers import SpecifierSet
+from stamp_ros.engine.compat import TRANSFORMERS_SUPPORTED
 print(f"python {sys.version.split()[0]} torch {torch.__version__} cuda {torch.version.cuda} "
       f"transformers {transformers.__version__} gpu={torch.cuda.is_available()}", file=sys.stderr)
-if Version(transformers.__version__) < Version("5.24"):
-    sys.exit(f"transformers {transformers.__version__} < 5.24: carry the wheel (see run.sh)")
+if transformers.__version__ not in SpecifierSet(TRANSFORMERS_SUPPORTED):
+    sys.exit(f"transformers {transformers.__version__} is not in the supported range "
+             f"{TRANSFORMERS_SUPPORTED}: carry a wheel (see run.sh)")
 PY
 
 # ---------------------------------------------------------------- model shape

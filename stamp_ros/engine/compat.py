@@ -16,6 +16,10 @@ from typing import Any
 
 import torch
 
+TRANSFORMERS_SUPPORTED = ">=5.0,<6"
+"""The transformers versions the engine runs on; setup.py, requirements/python.txt and
+bench/gpu/run.sh say the same (test_dependencies.py checks), CI tests both ends."""
+
 _PARAMS: dict[Any, frozenset[str]] = {}
 
 
