@@ -1,10 +1,17 @@
 """Chat prompt construction: messages -> token ids with the image placeholder expanded.
 
-History placement: earlier (user, assistant) turns are text-only and come *before* the current
-user turn, which alone carries the image. STAMP was trained on single-image, single-turn chats
-with the image first in the user turn; keeping the only image in the last turn keeps the image
-placeholder, the mask tokens and the current question adjacent, as in training, and means the
-mask tokens' image features are unambiguous (the last and only image).
+History placement, two layouts (there is always exactly one image):
+
+* image in the last turn (the default, ``image_in_first_turn=False``): earlier (user, assistant)
+  turns are text-only and come *before* the current user turn, which alone carries the image.
+  STAMP was trained on single-image, single-turn chats with the image first in the user turn;
+  this keeps the image placeholder, the mask tokens and the current question adjacent, as in
+  training. A one-turn chat is rendered exactly as the reference code renders it.
+* image in the first turn (``image_in_first_turn=True``): the way Qwen2-VL chats about one
+  picture are normally laid out, and what a conversation pinned to one frame uses: every turn
+  of the conversation then starts with the same ``system + <|vision_start|> image
+  <|vision_end|>`` prefix, so the prefix cache serves later turns without preprocessing or the
+  vision tower. Without history both layouts are the same prompt.
 """
 
 from __future__ import annotations
@@ -33,12 +40,20 @@ def _check_text(text: object, what: str, *, allow_empty: bool = False) -> str:
     return text
 
 
+def _user_turn(text: str, with_image: bool) -> dict:
+    if with_image:
+        return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
+    return {"role": "user", "content": text}
+
+
 def build_messages(
     query: str,
     history: Sequence[tuple[str, str]] | None,
     system_prompt: str | None,
+    *,
+    image_in_first_turn: bool = False,
 ) -> list[dict]:
-    """The chat in the Qwen2-VL message format, validated."""
+    """The chat in the Qwen2-VL message format, validated (layouts: see the module docstring)."""
     query = _check_text(query, "query")
     messages: list[dict] = []
     if system_prompt:
@@ -47,16 +62,15 @@ def build_messages(
         if not isinstance(turn, (tuple, list)) or len(turn) != 2:
             raise InputError(f"history[{i}] must be a (user, assistant) pair")
         user, assistant = turn
-        messages.append({"role": "user", "content": _check_text(user, f"history[{i}] user")})
+        user = _check_text(user, f"history[{i}] user")
+        messages.append(_user_turn(user, with_image=image_in_first_turn and i == 0))
         messages.append(
             {
                 "role": "assistant",
                 "content": _check_text(assistant, f"history[{i}] assistant", allow_empty=True),
             }
         )
-    messages.append(
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}
-    )
+    messages.append(_user_turn(query, with_image=not (image_in_first_turn and history)))
     return messages
 
 

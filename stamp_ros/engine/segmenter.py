@@ -167,8 +167,14 @@ class StampSegmenter:
         forced_answer_ids: Sequence[int] | None = None,
         path: str | None = None,
         frame_key: Hashable | None = None,
+        image_in_first_turn: bool = False,
     ) -> StampResult:
         """Answer ``query`` about ``image`` (HxWx3 uint8 RGB) and predict a mask per ``<|seg|>``.
+
+        ``history``: earlier (user, assistant) turns, oldest first; the image goes into the
+        current turn, or with ``image_in_first_turn`` into the first one (see
+        :mod:`stamp_ros.engine.prompt`; a conversation pinned to one frame uses the latter so
+        that its later turns reuse the cached frame prefix).
 
         ``forced_answer_ids`` skips decoding and teacher-forces those answer ids in the prefill
         (continuous tracking re-uses the first answer this way). ``frame_key`` names the frame
@@ -180,12 +186,21 @@ class StampSegmenter:
         if path not in PATHS:
             raise InputError(f"path must be one of {PATHS}, got {path!r}")
         image = validate_image(image)
-        messages = build_messages(query, history, self.system_prompt)
+        messages = build_messages(query, history, self.system_prompt,
+                                  image_in_first_turn=image_in_first_turn)
         forced = self._check_forced(forced_answer_ids)
         report = progress or (lambda stage, text: None)
         cancelled = should_cancel or (lambda: False)
         with self._lock, torch.inference_mode():
             return self._run(image, messages, forced, path, report, cancelled, frame_key)
+
+    def history_answer(self, result: StampResult) -> str:
+        """``result``'s answer as the assistant turn of a later prompt: ``<|seg|>`` tokens kept
+        (STAMP's answers carry them, and a later turn should see how many objects were
+        segmented), the end-of-turn token dropped."""
+        ids = [t for t in result.token_ids if t != self.tokenizer.eos_token_id]
+        return self.tokenizer.decode(ids, skip_special_tokens=False).replace(
+            self.tokenizer.pad_token or "\0", "").strip()
 
     def warmup(self, size_hw: tuple[int, int] = (64, 64)) -> dict[str, float]:
         """Run one small inference so the first real request does not pay for lazy set-up.

@@ -31,9 +31,11 @@ class SegmentCalls:
 
     def __init__(self, node: Any, submit: Callable[[Job], None],
                  reject: Callable[[Job, str], None],
-                 worker: Callable[[], InferenceWorker | None]) -> None:
+                 worker: Callable[[], InferenceWorker | None],
+                 end_only: Callable[[Job], Segmentation]) -> None:
         self._node = node
         self._submit = submit
+        self._end_only = end_only
         self._reject = reject
         self._worker = worker
         self._request_ids = itertools.count(1)
@@ -49,7 +51,9 @@ class SegmentCalls:
             image = request.image  # declared 0x0 but carries data: let conversion reject it
         job = Job(request_id=request.request_id or f"{source[0]}{next(self._request_ids)}",
                   query=request.query, source=source, asked_at=time.monotonic(),
-                  image_msg=image, camera=self.cameras.get(request.camera.strip("/")))
+                  image_msg=image, camera=self.cameras.get(request.camera.strip("/")),
+                  conversation=request.conversation.strip(), new_frame=request.new_frame,
+                  end_conversation=request.end_conversation)
         if job.camera is None:
             job.refusal = (
                 f"unknown camera {request.camera!r}: this node serves "
@@ -70,7 +74,10 @@ class SegmentCalls:
                     wake.trigger()
 
         job.done = done
-        self._submit(job)
+        if job.conversation and job.end_conversation and not job.query.strip():
+            done(self._end_only(job))  # nothing to infer: no queue, no frame
+        else:
+            self._submit(job)
         return await future
 
     async def on_service(self, request: Segment.Request,

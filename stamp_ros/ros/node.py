@@ -35,6 +35,7 @@ from stamp_ros.action import Segment as SegmentAction
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros.calls import SegmentCalls
 from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
+from stamp_ros.ros.conversations import ConversationStore
 from stamp_ros.ros.diagnostics import Stats, diagnostic_array, stats_line
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.param_descriptors import parameter_descriptor
@@ -68,13 +69,16 @@ class StampNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._active = False
         self._stats = Stats()
+        conversations = ConversationStore(lambda: (
+            int(self._param("conversation_max_turns")), int(self._param("max_conversations")),
+            float(self._param("conversation_timeout"))))
         self._pipeline = RequestPipeline(self._param, self.get_logger(), ObjectLifter(self),
-                                         self._stats)
+                                         self._stats, conversations)
         self._worker: InferenceWorker | None = None
         self._cameras: dict[str, Camera] = {}
         self._query_ids = itertools.count(1)
         self._calls = SegmentCalls(self, self._submit, self._pipeline.reject,
-                                   lambda: self._worker)
+                                   lambda: self._worker, self._pipeline.end_conversation)
         # Entities, created in on_configure and destroyed in on_cleanup.
         self._input_subscriptions: list[Any] = []
         self._output_publishers: list[Any] = []
@@ -225,6 +229,7 @@ class StampNode(LifecycleNode):
 
     def _destroy_entities(self) -> None:
         self._pipeline.publishing = False
+        self._pipeline.conversations.clear()
         if self._stats_timer is not None:
             self.destroy_timer(self._stats_timer)
         if self._action_server is not None:

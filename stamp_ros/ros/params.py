@@ -80,6 +80,12 @@ PARAMS: tuple[Param, ...] = (
     Param("depth_max_skew", 0.05, "seconds: largest stamp difference between a colour frame "
           "and the depth image paired with it", min_value=0.0),
     Param("target_frame", "", "TF frame for 3D outputs; empty = the camera optical frame"),
+    Param("conversation_max_turns", 8, "multi-round conversations: earlier turns kept in the "
+          "prompt (older ones drop out of it)", min_value=0, max_value=64),
+    Param("max_conversations", 16, "conversations kept at once (each holds its frame); a new "
+          "one evicts the least recently used", min_value=1, max_value=1000),
+    Param("conversation_timeout", 300.0, "seconds: a conversation unused this long is "
+          "forgotten", min_value=1.0),
     Param("stats_period", 30.0, "seconds between ~/stats log lines and /diagnostics updates "
           "(0 = off)", min_value=0.0),
 )

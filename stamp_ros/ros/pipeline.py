@@ -22,6 +22,7 @@ from stamp_ros.engine.errors import EngineError, InferenceCancelled
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros import faults
 from stamp_ros.ros.camera import Camera, as_message
+from stamp_ros.ros.conversations import Conversation, ConversationStore
 from stamp_ros.ros.convert import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -65,11 +66,12 @@ class RequestPipeline:
     activate/deactivate and clears :attr:`publishing` when its publishers are destroyed."""
 
     def __init__(self, param: Callable[[str], Any], logger: Any, lifter: ObjectLifter,
-                 stats: Stats) -> None:
+                 stats: Stats, conversations: ConversationStore) -> None:
         self._param = param
         self._log = logger
         self._lifter = lifter
         self._stats = stats
+        self.conversations = conversations
         self.segmenter: Any = None
         self.unavailable_reason = "the node has not been activated yet"
         """Why no model serves (the error result while :attr:`segmenter` is None)."""
@@ -108,7 +110,13 @@ class RequestPipeline:
                 raise InferenceCancelled("cancelled before it started")
             if job.image_msg is None and job.frame is None and job.progress:
                 job.progress("waiting_for_frame", "")
-            if job.image_msg is not None:
+            conversation = (self.conversations.get(job.conversation) if job.conversation
+                            else None)
+            pinned = conversation is not None and not job.new_frame and job.image_msg is None
+            if pinned:  # a follow-up: the conversation's own frame
+                msg = conversation.frame_msg
+                frame_age_s = job.asked_at - conversation.frame_received
+            elif job.image_msg is not None:
                 msg, frame_age_s = job.image_msg, 0.0
             else:
                 msg, frame_age_s = self._frame_message(job)
@@ -126,9 +134,14 @@ class RequestPipeline:
             camera: Camera = job.camera
             continuous = job.source == "continuous"
             forced = camera.answer_reuse.forced_ids(job.query) if continuous else None
+            # Earlier turns stay with a conversation that moves to a new frame.
+            history = self.conversations.history(conversation) if conversation else None
             result = segmenter.segment(
-                rgb, job.query, progress=faults.inject(job.query, job.progress),
-                should_cancel=job.cancelled, forced_answer_ids=forced)
+                rgb, job.query, history, progress=faults.inject(job.query, job.progress),
+                should_cancel=job.cancelled, forced_answer_ids=forced,
+                image_in_first_turn=bool(job.conversation))
+            turn = self._record_turn(job, conversation, pinned, msg, frame_age_s, segmenter,
+                                     result) if job.conversation else 0
             if continuous:
                 camera.answer_reuse.record(job.query, result.token_ids,
                                            int(self._param("reanswer_every")), forced is not None)
@@ -141,6 +154,7 @@ class RequestPipeline:
                 request_id=job.request_id, query=job.query, header=header, result=result,
                 model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=objects,
                 frame_id_3d=frame_3d)
+            seg.turn = turn
             seg.frame_age_ms = float(_ms(frame_age_s))
             seg.answer_reused = forced is not None
             seg.postprocess_ms += float(_ms(time.monotonic() - t_post))
@@ -157,6 +171,34 @@ class RequestPipeline:
             free_cuda_cache()
             self._finish(job, error_msg(request_id=job.request_id, query=job.query,
                                         error=error, header=header, model=model))
+
+    def _record_turn(self, job: Job, conversation: Conversation | None, pinned: bool,
+                     msg: Any, frame_age_s: float, segmenter: Any, result: Any) -> int:
+        """After a successful turn: start the conversation or move it to this frame, add the
+        turn, and forget it if the request ends it. Returns the turn number."""
+        if conversation is None:
+            conversation = self.conversations.start(job.conversation, msg,
+                                                    job.asked_at - frame_age_s)
+        elif not pinned:
+            conversation.frame_msg = msg
+            conversation.frame_received = job.asked_at - frame_age_s
+        turn = self.conversations.record(conversation, job.query,
+                                         segmenter.history_answer(result))
+        if job.end_conversation:
+            self.conversations.end(job.conversation)
+        return turn
+
+    def end_conversation(self, job: Job) -> Segmentation:
+        """A request that only ends its conversation (empty query): answered at once, on no
+        frame; ``turn`` says how many turns the conversation had (0: there was none)."""
+        conversation = self.conversations.get(job.conversation)
+        self.conversations.end(job.conversation)
+        msg = Segmentation(request_id=job.request_id, query=job.query, success=True,
+                           conversation=job.conversation,
+                           turn=conversation.turn_count if conversation else 0,
+                           model=str(self._param("model")))
+        msg.total_ms = float(_ms(time.monotonic() - job.asked_at))
+        return msg
 
     def _frame_message(self, job: Job) -> tuple[Any, float]:
         """The frame a camera request is answered on and its age when the request was asked:
@@ -177,6 +219,7 @@ class RequestPipeline:
     def _finish(self, job: Job, result: Segmentation, frame_rgb: Any = None,
                 masks: list | None = None) -> None:
         result.total_ms = float(_ms(time.monotonic() - job.asked_at))
+        result.conversation = job.conversation
         self._stats.answered(result.success, result.total_ms, result.error)
         if not result.success:
             self._log.warning(f"request {job.request_id} ({job.source}) failed: {result.error}")

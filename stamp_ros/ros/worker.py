@@ -39,6 +39,12 @@ class Job:
     """Polled between stages and every few decode steps; True ends the request as cancelled."""
     camera: Any = None
     """The camera (:class:`stamp_ros.ros.camera.Camera`) whose frames and outputs it uses."""
+    conversation: str = ""
+    """Service/action: the conversation this request is the next turn of ("" = one-shot)."""
+    new_frame: bool = False
+    """Move the conversation to a new frame (the inline image, else a fresh camera frame)."""
+    end_conversation: bool = False
+    """Forget the conversation after this request."""
     refusal: str = ""
     """Set when the request is known to be unanswerable before it is queued (e.g. an unknown
     camera): it is answered at once with this reason."""
