@@ -4,8 +4,9 @@ The ROS 2 package itself is built by CMake (ament_cmake + rosidl, see CMakeLists
 `scripts/setup` (PyPI ROS wheels) or `colcon build` in a ROS workspace for the node. This file
 serves machines without ROS that only want `stamp-ros segment | bench | make-test-checkpoint`
 (`pip install .`), and `stamp-ros bag` with `pip install .[bag]` (the pure-Python rosbags
-library reads and writes the bags); the node and the demo need the ROS interfaces and are not
-usable from it.
+library reads and writes the bags); `pip install .[sam]` adds segment-anything for
+`--refine sam` (only its torch model classes are used: no torchvision). The node and the demo
+need the ROS interfaces and are not usable from it.
 
 The message definitions in msg/ are shipped as package data of `stamp_ros.bag.interfaces`, so
 `stamp-ros bag` can register the stamp_ros types with rosbags without a ROS install.
@@ -34,6 +35,6 @@ setup(
         "pillow>=10",
         "psutil>=5.9",
     ],
-    extras_require={"bag": ["rosbags>=0.11,<0.12"]},
+    extras_require={"bag": ["rosbags>=0.11,<0.12"], "sam": ["segment-anything>=1.0"]},
     entry_points={"console_scripts": ["stamp-ros=stamp_ros.cli:main"]},
 )

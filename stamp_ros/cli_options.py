@@ -36,6 +36,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--mask-upsample", default="nearest", choices=["nearest", "bilinear"])
+    parser.add_argument(
+        "--refine",
+        default="none",
+        choices=["none", "sam"],
+        help="mask refinement: sam (needs the segment-anything package and --sam-checkpoint)",
+    )
+    parser.add_argument(
+        "--sam-checkpoint", default="", help="SAM .pth state dict (ViT-B/L/H) for --refine sam"
+    )
 
 
 def segmenter_from_args(args: argparse.Namespace):
@@ -51,6 +60,8 @@ def segmenter_from_args(args: argparse.Namespace):
         max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens,
         mask_upsample=args.mask_upsample,
+        refine=None if args.refine == "none" else args.refine,
+        sam_checkpoint=args.sam_checkpoint or None,
     )
 
 
