@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from adapters import make_test_adapter
 
 from stamp_ros.engine.checkpoint import STAMP_TOKENS, load_stamp
@@ -13,6 +16,16 @@ from stamp_ros.testing.checkpoint import TinyShape, make_test_checkpoint
 from stamp_ros.testing.images import sample_image
 
 SMALL = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
+
+
+def _saved(directory) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint directory's safetensors files, as written."""
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(Path(directory).glob("*.safetensors")):
+        tensors.update(load_file(str(shard)))
+    return tensors
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +44,13 @@ def test_full_checkpoint_loads(full_ckpt):
         assert tok.convert_tokens_to_ids(name) == tid
     assert loaded.tokens.im_end in loaded.tokens.stop_ids
     assert loaded.classifier.weight.shape == (1, loaded.config.get_text_config().hidden_size)
-    assert abs(float(loaded.classifier.bias)) > 0  # calibrated bias was read, not a fresh init
+    # The head and the weights are the saved tensors, bit for bit (not a fresh init).
+    saved = _saved(full_ckpt)
+    assert torch.equal(loaded.classifier.weight, saved["classifier.weight"])
+    assert torch.equal(loaded.classifier.bias, saved["classifier.bias"])
+    assert float(saved["classifier.bias"]) != 0.0  # the calibrated bias, not the maker's zero
+    lm_head = next(v for k, v in saved.items() if k.endswith("lm_head.weight"))
+    assert torch.equal(loaded.model.lm_head.weight, lm_head)
     assert not loaded.model.training and not loaded.is_adapter
     assert loaded.attn_implementation == "sdpa"
 
@@ -72,8 +91,21 @@ def test_lora_adapter_equals_merged_full_checkpoint(tmp_path):
     np.testing.assert_allclose(ra.instances[0].logits, rb.instances[0].logits, atol=1e-4)
     ga, gb = via_adapter.segment(image, "hello"), via_full.segment(image, "hello")
     assert ga.token_ids == gb.token_ids
-    # The adapter really changes the base: LoRA deltas and the trained classifier are applied.
-    assert float(via_adapter.classifier.weight.abs().sum()) > 0
+    # The adapter really changes the base: its trained classifier is the saved one, and the
+    # LoRA deltas are merged (the base's projections moved to the merged checkpoint's).
+    adapter_saved = _saved(adapter)
+    for name in ("weight", "bias"):
+        assert torch.equal(
+            getattr(via_adapter.classifier, name),
+            adapter_saved[f"base_model.model.classifier.{name}"],
+        )
+    q_proj = via_adapter.model.model.language_model.layers[0].self_attn.q_proj.weight
+    base_q, merged_q = (
+        next(v for k, v in _saved(d).items() if k.endswith("layers.0.self_attn.q_proj.weight"))
+        for d in (base, tmp_path / "merged")
+    )
+    assert (q_proj - base_q).abs().max() > 1e-3
+    torch.testing.assert_close(q_proj, merged_q, atol=1e-5, rtol=0)
 
 
 def test_missing_classifier(tmp_path):
