@@ -67,7 +67,7 @@ def test_query_topic_gives_result_answer_and_mask_matching_offline_cli(
     ros_client.wait_for_subscribers(query_pub)
     rgb = make_frame(200, 150)
     publish_frame(ros_client, img_pub, rgb, stamp_sec=1234, stamp_nanosec=5678)
-    time.sleep(0.5)
+    # Should the query overtake the frame, it waits for it (frame_timeout).
     query_pub.publish(String(data="Please segment the red square."))
 
     (res,) = results.wait_for(1, timeout=60)
@@ -133,12 +133,13 @@ def test_service_and_action_with_inline_image(processes, ros_client, checkpoint)
     goal = SegmentAction.Goal()
     goal.query, goal.image = "segment the square", image_msg(make_frame(96, 64), stamp_sec=78)
     handle = wait_future(client.send_goal_async(goal, feedback_callback=feedback), 30)
+    # rclpy's action client drops a goal's feedback callback once its result has arrived, and
+    # feedback (a topic) may trail the result (a service): ask for the result only after the
+    # last stage's feedback is in.
+    feedback.wait_for(1, timeout=120, where=lambda f: f.feedback.stage == "mask")
     wrapped = wait_future(handle.get_result_async(), 120)
     assert wrapped.result.result.success, wrapped.result.result.error
     assert wrapped.result.result.header.stamp.sec == 78
-    # Feedback (a topic) and the result (a service) travel separately: the last feedback may
-    # arrive after the result.
-    feedback.wait_for(1, timeout=30, where=lambda f: f.feedback.stage == "mask")
     feedback = feedback.messages
     stages = [f.feedback.stage for f in feedback]
     assert stages[0] == "queued" and "decode" in stages and "mask" in stages, stages
@@ -155,14 +156,17 @@ def test_action_cancel_is_honoured(processes, ros_client, checkpoint):
     start_node(processes, ros_client, checkpoint, frame_timeout=30.0)
     client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     assert client.wait_for_server(timeout_sec=30)
+    from ros_client import Collector
+
     goal = SegmentAction.Goal()
     goal.query = "segment the square"
-    handle = wait_future(client.send_goal_async(goal), 30)
-    time.sleep(1.0)
+    feedback = Collector()
+    handle = wait_future(client.send_goal_async(goal, feedback_callback=feedback), 30)
+    feedback.wait_for(1, timeout=60, where=lambda f: f.feedback.stage == "waiting_for_frame")
     t0 = time.monotonic()
     wait_future(handle.cancel_goal_async(), 30)
     wrapped = wait_future(handle.get_result_async(), 30)
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 15, "the goal ran into frame_timeout (30 s): cancel ignored"
     assert wrapped.status == GoalStatus.STATUS_CANCELED
     assert not wrapped.result.result.success and "cancel" in wrapped.result.result.error
 
