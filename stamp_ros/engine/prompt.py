@@ -27,6 +27,16 @@ MAX_QUERY_CHARS = 4000
 _RESERVED = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 
 
+def query_refusal(query: str) -> str:
+    """Why a query is refused before it is queued ("" when it may run): the early rule the node
+    and the offline tools share, with the wording their error results carry."""
+    if not query.strip():
+        return "empty query"
+    if len(query) > MAX_QUERY_CHARS:
+        return f"query too long: {len(query)} characters (max {MAX_QUERY_CHARS})"
+    return ""
+
+
 def _check_text(text: object, what: str, *, allow_empty: bool = False) -> str:
     if not isinstance(text, str):
         raise InputError(f"{what} must be a string, got {type(text).__name__}")

@@ -19,6 +19,7 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
 
 from stamp_ros.engine.errors import EngineError, InferenceCancelled
+from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros import faults
 from stamp_ros.ros.camera import Camera, as_message
@@ -35,9 +36,6 @@ from stamp_ros.ros.frame_cache import NoFreshFrame
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.results import error_msg, segmentation_msg
 from stamp_ros.ros.worker import Job
-
-MAX_QUERY_CHARS = 4000
-"""Longer queries are refused before they reach the model (they would only be truncated)."""
 
 
 def _ms(seconds: float) -> float:
@@ -80,12 +78,9 @@ class RequestPipeline:
     # ------------------------------------------------------------------ before the queue
     def refusal(self, job: Job, serving: bool) -> str:
         """Why ``job`` can never succeed ("" when it may): answered at once, never queued."""
-        if job.refusal:
-            return job.refusal
-        if not job.query.strip():
-            return "empty query"
-        if len(job.query) > MAX_QUERY_CHARS:
-            return f"query too long: {len(job.query)} characters (max {MAX_QUERY_CHARS})"
+        reason = job.refusal or query_refusal(job.query)
+        if reason:
+            return reason
         if not serving:
             return self.unavailable_reason
         return ""
