@@ -51,7 +51,7 @@ class SegmentCalls:
             image = request.image  # declared 0x0 but carries data: let conversion reject it
         job = Job(request_id=request.request_id or f"{source[0]}{next(self._request_ids)}",
                   query=request.query, source=source, asked_at=time.monotonic(),
-                  image_msg=image, camera=self.cameras.get(request.camera.strip("/")),
+                  image_msg=image, camera=self._camera(request.camera),
                   conversation=request.conversation.strip(), new_frame=request.new_frame,
                   end_conversation=request.end_conversation)
         if job.camera is None:
@@ -59,6 +59,13 @@ class SegmentCalls:
                 f"unknown camera {request.camera!r}: this node serves "
                 f"{', '.join(repr(c) for c in self.cameras) or 'no cameras (not configured)'}")
         return job
+
+    def _camera(self, name: str) -> Camera | None:
+        """The camera a request names; "" is the first (or only) one, as the interface says."""
+        name = name.strip("/")
+        if not name:
+            return next(iter(self.cameras.values()), None)
+        return self.cameras.get(name)
 
     async def answer(self, job: Job) -> Segmentation:
         """Queue ``job`` and yield this executor thread until the worker has answered it."""
