@@ -24,6 +24,14 @@ The rest of the network stays random and image-dependent, so mask logits are non
 classifier bias is set to the median logit on a sample image so masks mix foreground/background.
 Limits: a word may not be followed by different tokens at different places of the answer, and a
 query that itself contains answer tokens or ``<|seg|>`` can derail the script.
+
+Free answers. With ``answer=None`` the weights stay random and greedy decoding writes a
+different token sequence for each image and query (bytes, mostly unreadable). ``seg_rate > 0``
+adds ``<|seg|>`` and ``<|im_end|>`` to what it writes, where the data says so: each gets a random
+direction as its ``lm_head`` row, scaled (on the hidden states of sample decodes) so that it
+wins about ``seg_rate`` (``<|seg|>``) and ``seg_rate / 3`` (``<|im_end|>``) of the steps. How
+many masks an answer has, and where they are, then depends on the image and the query: what a
+test of two decoding paths needs to be able to fail.
 """
 
 from __future__ import annotations
@@ -365,6 +373,67 @@ def save_classifier(directory: Path, weight: torch.Tensor, bias: torch.Tensor) -
         index.write_text(json.dumps(data, indent=2))
 
 
+STOP_SHARE = 6
+_FREE_QUERIES = (
+    "Please segment the object.",
+    "Where is the dog?",
+    "Could you provide the segmentation mask for the chair?",
+    "which drawer is open?",
+)
+
+
+def _wire_free_answer(directory: Path, seed: int, seg_rate: float) -> None:
+    """Give ``<|seg|>`` and ``<|im_end|>`` data-dependent ``lm_head`` rows (see the docstring).
+
+    Greedy decodes of sample images and queries with the unwired weights give the hidden states
+    ``h`` that reach ``lm_head``. A token with row ``c * u`` (``u`` a random unit vector) wins a
+    step when ``c * (u . h)`` beats every other logit; ``c`` is set between two of those
+    thresholds so that the token wins the wanted share of the sample steps, with a margin.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from stamp_ros.engine.segmenter import StampSegmenter
+
+    seg = StampSegmenter.from_pretrained(
+        str(directory),
+        device="cpu",
+        dtype="fp32",
+        min_pixels=56 * 56,
+        max_pixels=224 * 224,
+        max_new_tokens=12,
+    )
+    states: list[torch.Tensor] = []
+    hook = seg.model.lm_head.register_forward_pre_hook(
+        lambda _mod, args: states.append(args[0].detach().reshape(-1, args[0].shape[-1]))
+    )
+    try:
+        for i, query in enumerate(_FREE_QUERIES):
+            for j, (h, w) in enumerate(((84, 112), (140, 100), (96, 96))):
+                seg.segment(sample_image(seed + 100 + 3 * i + j, h, w), query)
+    finally:
+        hook.remove()
+    hidden = torch.cat(states).double()
+    shard = sorted(directory.glob("*.safetensors"))[0]
+    tensors = load_file(str(shard))
+    key = next(k for k in tensors if k.endswith("lm_head.weight"))
+    lm = tensors[key].double()
+    specials = [seg.tokens.seg, seg.tokens.im_end, *seg.tokens.stop_ids]
+    others = hidden @ lm.T
+    others[:, specials] = -torch.inf
+    best_other = others.max(dim=1).values
+    gen = torch.Generator().manual_seed(seed + 11)
+    for token, rate in ((seg.tokens.seg, seg_rate), (seg.tokens.im_end, seg_rate / STOP_SHARE)):
+        u = torch.randn(lm.shape[1], generator=gen, dtype=torch.float64)
+        u /= u.norm()
+        proj = hidden @ u
+        ratios = (best_other[proj > 0] / proj[proj > 0]).sort().values
+        k = min(max(1, round(rate * len(hidden))), len(ratios) - 1)
+        scale = max(float(ratios[k - 1] + ratios[k]) / 2, 1e-3)
+        lm[token] = scale * u
+    tensors[key] = lm.to(tensors[key].dtype).contiguous()
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+
+
 def _calibrate_bias(directory: Path, seed: int, answer: str | None) -> float:
     """Median mask logit on sample images, so the saved bias splits cells roughly 50/50."""
     from stamp_ros.engine.segmenter import StampSegmenter
@@ -405,6 +474,7 @@ def make_test_checkpoint(
     weights: str = "safetensors",
     calibrate: bool = True,
     save_dtype: torch.dtype = torch.float32,
+    seg_rate: float = 0.0,
 ) -> Path:
     """Write a tiny random STAMP checkpoint to ``out_dir`` and return its path.
 
@@ -415,6 +485,8 @@ def make_test_checkpoint(
     ``save_dtype=torch.bfloat16`` halves the files of large benchmark shapes (the scripted
     answer survives bf16: its logit margins are in the hundreds); ``calibrate=False`` skips
     the CPU inference that centres the classifier bias (masks are then lopsided, timings equal).
+    ``seg_rate`` (with ``answer=None``): free answers whose ``<|seg|>`` and ``<|im_end|>``
+    tokens are chosen by the image and the query (about that share of the decoding steps).
     """
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
@@ -424,6 +496,14 @@ def make_test_checkpoint(
     out.mkdir(parents=True)
     shape = shape or TinyShape()
     scripted = answer is not None and stamp_tokens
+    if seg_rate and (
+        answer is not None
+        or not stamp_tokens
+        or not classifier
+        or weights != "safetensors"
+        or save_dtype != torch.float32
+    ):
+        raise ValueError("seg_rate needs answer=None and a full fp32 safetensors checkpoint")
     tokenizer = build_tokenizer(stamp_tokens=stamp_tokens, answer=answer if scripted else None)
     config = build_config(tokenizer, shape)
     torch.manual_seed(seed)
@@ -472,9 +552,10 @@ def make_test_checkpoint(
     ).save_pretrained(out)
     if classifier and weights == "safetensors":
         save_classifier(out, head_w, head_b)
+        if seg_rate:
+            _wire_free_answer(out, seed, seg_rate)
         if calibrate and stamp_tokens:
             save_classifier(
                 out, head_w, head_b - _calibrate_bias(out, seed, answer if scripted else None)
             )
     return out
-
