@@ -55,7 +55,16 @@ def test_bench_quick_prints_json(tmp_path):
         assert case["same_frame_second_query_ms"]["vision"] < 1.0  # prefix reused
     soak = data["soak"]
     assert soak["requests"] == 2 and {"rss_mb", "cuda_allocated_mb"} <= set(soak["start"])
-    assert "fast_e2e_1seg_>=1.5x" in data["goals"]
+    # The goals say what the measured numbers say (CPU: judged on the per-path minimum).
+    one, three = data["cases"]["1_seg"], data["cases"]["3_seg"]
+    total = one["e2e_ms"]["reference"]["min"] / one["e2e_ms"]["fast"]["min"]
+    mask = three["reference_min_ms"]["mask"] / three["fast_min_ms"]["mask"]
+    assert one["speedup_total_min"] == pytest.approx(total, rel=0.02, abs=0.02)
+    assert three["speedup_mask_min"] == pytest.approx(mask, rel=0.02, abs=0.02)
+    assert data["goals"] == {
+        "fast_e2e_1seg_>=1.5x": one["speedup_total_min"] >= 1.5,
+        "fast_mask_3seg_>=3x": three["speedup_mask_min"] >= 3.0,
+    }
 
 
 NODE_OVERHEAD_STAGES = {
