@@ -31,7 +31,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         node = StampNode()
     except (InvalidParameterValueException, ParameterException) as exc:  # bad --ros-args -p
-        logging.getLogger("stamp_ros.node").critical(f"bad parameter: {exc}")
+        logging.getLogger("stamp_ros.run_node").critical(f"bad parameter: {exc}")
         rclpy.try_shutdown()
         return 1
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
