@@ -1,7 +1,8 @@
 """`stamp-ros demo`: the node, a camera stream from image files, one query, answer + overlay.
 
 This is the README's main job: it runs the real node in its own process and talks to it over
-ROS 2 exactly as a robot's planner would (image topic, query topic, ~/result, ~/overlay).
+ROS 2 exactly as a robot's planner would: a camera stream on the image topic, the request
+through :class:`stamp_ros.client.StampClient` (the ~/segment action), the overlay from ~/overlay.
 When the model is neither a local directory nor reachable on the hub, it says so in one line
 and falls back to a generated tiny checkpoint with random weights, labelled as such in every
 output, so the plumbing can still be seen working on an offline machine.
@@ -127,7 +128,7 @@ def _run(args: Any) -> int:
                                                "ROS_LOCALHOST_ONLY", *PROFILE_VARIABLES)})
         cmd = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                "-p", f"model:={model}", "-p", f"device:={args.device}",
-               "-p", "stats_period:=0.0", "-r", "image:=/demo/image", "-r", "query:=/demo/query"]
+               "-p", "stats_period:=0.0", "-r", "image:=/demo/image"]
         log_path = out_dir / "node.log"
         with log_path.open("w") as log:
             node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -167,66 +168,68 @@ class _domain:
 def _drive(rclpy: Any, domain_id: int, node: subprocess.Popen, images: list, query: str,
            out_dir: Path, random_weights: bool, model: str, timeout: float,
            log_path: Path) -> int:
-    from lifecycle_msgs.srv import GetState
     from PIL import Image as PILImage
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from std_msgs.msg import String
 
-    from stamp_ros.msg import Segmentation
+    from stamp_ros.client import StampClient
     from stamp_ros.ros.convert import image_msg_to_rgb, rgb_to_image_msg
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
-    client = rclpy.create_node("stamp_demo", context=context)
+    planner = rclpy.create_node("stamp_demo", context=context)
     executor = SingleThreadedExecutor(context=context)
-    executor.add_node(client)
+    executor.add_node(planner)
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     got: dict[str, Any] = {}
-    client.create_subscription(Segmentation, "/stamp_node/result",
-                               lambda m: got.setdefault("result", m), reliable)
-    client.create_subscription(Image, "/stamp_node/overlay",
-                               lambda m: got.setdefault("overlay", m), reliable)
-    image_pub = client.create_publisher(Image, "/demo/image", reliable)
-    query_pub = client.create_publisher(String, "/demo/query", reliable)
-    state_cli = client.create_client(GetState, "/stamp_node/get_state")
+    planner.create_subscription(Image, "/stamp_node/overlay",
+                                lambda m: got.setdefault("overlay", m), reliable)
+    image_pub = planner.create_publisher(Image, "/demo/image", reliable)
+    client = StampClient(planner)
     stop = threading.Event()
     spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
     spinner.start()
+    frames = [rgb_to_image_msg(rgb) for _, rgb in images]
+    for msg in frames:
+        msg.header.frame_id = "demo_camera"
+    camera = threading.Thread(target=_stream, args=(planner, image_pub, frames, stop),
+                              daemon=True)
     try:
         deadline = time.monotonic() + timeout
         print("[demo] waiting for the node to load the model ...", flush=True)
-        _wait_active(state_cli, node, deadline, log_path)
-        frames = [rgb_to_image_msg(rgb) for _, rgb in images]
-        for msg in frames:
-            msg.header.frame_id = "demo_camera"
-        sent_query = False
-        i = 0
-        while "result" not in got:
+        _wait_ready(client, node, deadline, log_path)
+        # Frames published before the node's subscription matched would be lost, and the
+        # overlay is rendered only while a subscriber is matched.
+        while image_pub.get_subscription_count() < 1 or \
+                planner.count_publishers("/stamp_node/overlay") < 1:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no result within {timeout:g} s (see {log_path})")
+                raise TimeoutError(f"the node's topics did not appear (see {log_path})")
+            time.sleep(0.05)
+        camera.start()
+        print(f"[demo] query: {query!r} on {images[0][0]}", flush=True)
+        task = client.segment_async(query)
+        while not task.wait(0.5):
             if node.poll() is not None:
                 raise RuntimeError(f"the node exited (see {log_path})")
-            msg = frames[i % len(frames)]
-            msg.header.stamp = client.get_clock().now().to_msg()
-            image_pub.publish(msg)
-            i += 1
-            if not sent_query and i >= 2:
-                query_pub.publish(String(data=query))
-                sent_query = True
-                print(f"[demo] query: {query!r} on {images[0][0]}", flush=True)
-            time.sleep(0.2)
+            if time.monotonic() > deadline:
+                task.cancel()
+                raise TimeoutError(f"no result within {timeout:g} s (see {log_path})")
+        res = task.result(timeout=0)
         overlay_deadline = time.monotonic() + 5.0  # published right after the result
-        while got["result"].success and "overlay" not in got:
+        while res.success and "overlay" not in got:
             if time.monotonic() > overlay_deadline:
                 break
             time.sleep(0.05)
-        return _report(got, out_dir, random_weights, model, query, image_msg_to_rgb, PILImage)
+        return _report(res, got.get("overlay"), out_dir, random_weights, model, query,
+                       image_msg_to_rgb, PILImage)
     finally:
         stop.set()
         spinner.join(2)
-        client.destroy_node()
+        if camera.is_alive():
+            camera.join(2)
+        client.destroy()
+        planner.destroy_node()
         rclpy.try_shutdown(context=context)
 
 
@@ -238,29 +241,37 @@ def _spin(executor: Any, stop: threading.Event) -> None:
             return
 
 
-def _wait_active(state_cli: Any, node: subprocess.Popen, deadline: float,
-                 log_path: Path) -> None:
-    from lifecycle_msgs.srv import GetState
-
-    while time.monotonic() < deadline:
-        if node.poll() is not None:
-            raise RuntimeError(f"the node exited (see {log_path})")
-        if state_cli.wait_for_service(timeout_sec=0.5):
-            fut = state_cli.call_async(GetState.Request())
-            t = time.monotonic()
-            while not fut.done() and time.monotonic() - t < 5:
-                time.sleep(0.05)
-            if fut.done() and fut.result().current_state.label == "active":
-                return
-            if fut.done() and fut.result().current_state.label == "inactive":
-                raise RuntimeError(f"the node could not load the model (see {log_path})")
-        time.sleep(0.3)
-    raise TimeoutError(f"the node did not become active in time (see {log_path})")
+def _stream(planner: Any, pub: Any, frames: list, stop: threading.Event) -> None:
+    """The demo's camera: the frames in turn at 5 Hz, stamped when sent."""
+    i = 0
+    while not stop.is_set():
+        msg = frames[i % len(frames)]
+        msg.header.stamp = planner.get_clock().now().to_msg()
+        pub.publish(msg)
+        i += 1
+        stop.wait(0.2)
 
 
-def _report(got: dict, out_dir: Path, random_weights: bool, model: str, query: str,
-            to_rgb: Any, pil: Any) -> int:
-    res = got["result"]
+def _wait_ready(client: Any, node: subprocess.Popen, deadline: float, log_path: Path) -> None:
+    from stamp_ros.client import StampUnavailable
+
+    while True:
+        try:
+            client.wait_until_ready(timeout=max(0.0, min(2.0, deadline - time.monotonic())))
+            return
+        except StampUnavailable as exc:
+            if node.poll() is not None:
+                raise RuntimeError(f"the node exited (see {log_path})") from None
+            if exc.state == "inactive":
+                raise RuntimeError(
+                    f"the node could not load the model (see {log_path})") from None
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the node did not become active in time (see {log_path})") from None
+
+
+def _report(res: Any, overlay_msg: Any, out_dir: Path, random_weights: bool, model: str,
+            query: str, to_rgb: Any, pil: Any) -> int:
     label = f" [{RANDOM_LABEL}]" if random_weights else ""
     summary = {
         "model": model,
@@ -269,11 +280,11 @@ def _report(got: dict, out_dir: Path, random_weights: bool, model: str, query: s
         "answer": res.answer,
         "success": res.success,
         "error": res.error,
-        "frame": {"frame_id": res.header.frame_id,
+        "frame": {"frame_id": res.frame_id,
                   "stamp": [res.header.stamp.sec, res.header.stamp.nanosec]},
-        "instances": [{"bbox": [i.x_min, i.y_min, i.x_max, i.y_max], "area": i.area,
-                       "score": round(float(i.score), 4)} for i in res.instances],
-        "timings_ms": {k: round(float(getattr(res, f"{k}_ms")), 1) for k in
+        "instances": [{"bbox": list(o.box) if o.box else [0, 0, -1, -1], "area": o.area,
+                       "score": round(o.score, 4)} for o in res.objects],
+        "timings_ms": {k: round(res.timings[f"{k}_ms"], 1) for k in
                        ("wait", "preprocess", "generate", "mask", "postprocess", "total")},
     }
     if not res.success:
@@ -281,9 +292,10 @@ def _report(got: dict, out_dir: Path, random_weights: bool, model: str, query: s
         (out_dir / "result.json").write_text(json.dumps(summary, indent=2))
         return 1
     print(f"[demo] answer: {res.answer!r}{label}", flush=True)
-    print(f"[demo] {len(res.instances)} mask(s); total {res.total_ms:.0f} ms", flush=True)
-    if "overlay" in got:
-        overlay = np.array(to_rgb(got["overlay"]))
+    print(f"[demo] {len(res.objects)} mask(s); total {res.timings['total_ms']:.0f} ms",
+          flush=True)
+    if overlay_msg is not None:
+        overlay = np.array(to_rgb(overlay_msg))
         if random_weights:
             _stamp_label(overlay, RANDOM_LABEL)
         path = out_dir / ("overlay-random-weights.png" if random_weights else "overlay.png")

@@ -1,0 +1,36 @@
+"""Planner-side client of the stamp node (see README, "Planner API").
+
+``from stamp_ros.client import StampClient, SegmentResult, StampTimeout, ...``. The result
+types and errors import without rclpy; :class:`StampClient` and :class:`SegmentTask` load
+rclpy on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stamp_ros.client.errors import StampClientError, StampTimeout, StampUnavailable
+from stamp_ros.client.result import SegmentedObject, SegmentFeedback, SegmentResult
+
+__all__ = [
+    "SegmentFeedback",
+    "SegmentResult",
+    "SegmentTask",
+    "SegmentedObject",
+    "StampClient",
+    "StampClientError",
+    "StampTimeout",
+    "StampUnavailable",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "StampClient":
+        from stamp_ros.client.client import StampClient
+
+        return StampClient
+    if name == "SegmentTask":
+        from stamp_ros.client.task import SegmentTask
+
+        return SegmentTask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

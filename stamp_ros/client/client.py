@@ -1,0 +1,205 @@
+"""`StampClient`: a planner's handle on a running stamp node, over its ``~/segment`` action."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from lifecycle_msgs.srv import GetState
+from rclpy.action import ActionClient
+from rclpy.callback_groups import ReentrantCallbackGroup
+from sensor_msgs.msg import Image
+
+from stamp_ros.action import Segment as SegmentAction
+from stamp_ros.client.errors import StampUnavailable
+from stamp_ros.client.result import SegmentFeedback, SegmentResult
+from stamp_ros.client.task import SegmentTask, Waiter
+from stamp_ros.ros.convert import rgb_to_image_msg
+
+FeedbackCallback = Callable[[SegmentFeedback], None]
+READY_POLL_S = 0.2
+
+
+class StampClient:
+    """Ask a stamp node to segment what a sentence describes, one call per request or turn.
+
+    ``client = StampClient(node)`` talks to ``/stamp_node`` (``node_name``) through its
+    ``~/segment`` action, so every request has feedback (stage, partial answer) and can be
+    cancelled. ``node`` is the planner's own rclpy node.
+
+    Results and errors:
+
+    * the node's answer is a :class:`SegmentResult`; when the node answered but inferred
+      nothing (no fresh frame, unknown camera, empty query, cancelled, ...) it has
+      ``success`` false and ``error`` says why: branch on ``result.ok``;
+    * transport problems raise: :class:`StampUnavailable` when the action server is not found
+      within ``server_wait`` seconds (or the call's timeout, if shorter),
+      :class:`StampTimeout` when no result came within ``timeout`` (the goal is cancelled
+      first, so the node stops working on it), :class:`StampClientError` for the rest (goal
+      rejected, context shut down). No call waits without a deadline.
+
+    Waiting, two ways:
+
+    * the node is spun by an executor (``node.executor`` is set, e.g. a MultiThreadedExecutor
+      spinning in another thread): that executor runs the client's callbacks and a blocking
+      call sleeps on a ``threading.Event`` until its future is done. The client's callbacks
+      are in their own reentrant callback group, so a blocking call made from a callback of a
+      *multi*-threaded executor works; from a callback of a *single*-threaded executor it
+      cannot (that thread is the one that would deliver the answer): it ends in StampTimeout,
+      use ``segment_async`` with a feedback callback there instead;
+    * nobody spins the node: blocking calls (and ``SegmentTask.done()``/``result()``) spin it
+      themselves with ``rclpy.spin_until_future_complete`` on an executor of the node's own
+      context, which also runs the node's other callbacks meanwhile.
+    """
+
+    def __init__(self, node: Any, node_name: str = "/stamp_node", *,
+                 server_wait: float = 5.0) -> None:
+        name = node_name.rstrip("/")
+        if not name:
+            raise ValueError("node_name must name the stamp node, e.g. '/stamp_node'")
+        self.node = node
+        self.node_name = name
+        self.action_name = f"{name}/segment"
+        self.server_wait = float(server_wait)
+        self._group = ReentrantCallbackGroup()
+        self._action = ActionClient(node, SegmentAction, self.action_name,
+                                    callback_group=self._group)
+        self._state_client: Any = None
+        self._waiter = Waiter(node)
+
+    # ------------------------------------------------------------------ readiness
+    def wait_until_ready(self, timeout: float = 120.0) -> None:
+        """Return once the node's action server is up and the node is ``active`` (model
+        loaded); raise :class:`StampUnavailable` when that takes longer than ``timeout``."""
+        deadline = time.monotonic() + timeout
+        if not self._action.wait_for_server(timeout_sec=max(0.0, timeout)):
+            raise StampUnavailable(self._unavailable(timeout))
+        if self._state_client is None:
+            self._state_client = self.node.create_client(
+                GetState, f"{self.node_name}/get_state", callback_group=self._group)
+        label = ""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self._state_client.wait_for_service(timeout_sec=min(left, 1.0)):
+                future = self._state_client.call_async(GetState.Request())
+                if self._waiter.wait(future, deadline - time.monotonic()):
+                    label = future.result().current_state.label
+                    if label == "active":
+                        return
+            time.sleep(max(0.0, min(READY_POLL_S, deadline - time.monotonic())))
+        raise StampUnavailable(f"{self.node_name} is not active after {timeout:g} s "
+                               f"(lifecycle state: {label or 'unknown'})", state=label)
+
+    # ------------------------------------------------------------------ one-shot requests
+    def segment(self, query: str, *, camera: str = "", image: Any = None,
+                request_id: str = "", timeout: float = 30.0,
+                feedback: FeedbackCallback | None = None) -> SegmentResult:
+        """Segment what ``query`` describes and wait for the answer (at most ``timeout`` s).
+
+        ``image``: None = the newest fresh frame of ``camera`` ("" = the node's first camera);
+        an (H, W, 3) uint8 RGB array (sent as rgb8, stamped now) or a sensor_msgs/Image (sent
+        as is; the result carries its header). ``feedback`` is called with every
+        :class:`SegmentFeedback`. Raises as described in the class docstring.
+        """
+        start = time.monotonic()
+        task = self.segment_async(query, camera=camera, image=image, request_id=request_id,
+                                  feedback=feedback, server_wait=min(self.server_wait, timeout))
+        return task.result(max(0.0, timeout - (time.monotonic() - start)))
+
+    def segment_async(self, query: str, *, camera: str = "", image: Any = None,
+                      request_id: str = "", feedback: FeedbackCallback | None = None,
+                      server_wait: float | None = None) -> SegmentTask:
+        """Send the request and return at once with its :class:`SegmentTask` (after waiting at
+        most ``server_wait`` seconds, default the client's, for the action server)."""
+        return self._send(self._goal(query, camera, image, request_id), feedback, server_wait)
+
+    # ------------------------------------------------------------------ conversations
+    def converse(self, conversation: str, query: str, *, new_frame: bool = False,
+                 image: Any = None, camera: str = "", request_id: str = "", end: bool = False,
+                 timeout: float = 30.0,
+                 feedback: FeedbackCallback | None = None) -> SegmentResult:
+        """The next turn of ``conversation`` (a name the planner chooses; the node starts it
+        on first use). A follow-up is answered on the conversation's frame unless
+        ``new_frame`` is set or an ``image`` is given; ``end`` forgets the conversation after
+        this turn. The result's ``turn`` numbers the turns from 1."""
+        start = time.monotonic()
+        task = self.converse_async(conversation, query, new_frame=new_frame, image=image,
+                                   camera=camera, request_id=request_id, end=end,
+                                   feedback=feedback,
+                                   server_wait=min(self.server_wait, timeout))
+        return task.result(max(0.0, timeout - (time.monotonic() - start)))
+
+    def converse_async(self, conversation: str, query: str, *, new_frame: bool = False,
+                       image: Any = None, camera: str = "", request_id: str = "",
+                       end: bool = False, feedback: FeedbackCallback | None = None,
+                       server_wait: float | None = None) -> SegmentTask:
+        """:meth:`converse` without waiting: the turn's :class:`SegmentTask`."""
+        goal = self._goal(query, camera, image, request_id)
+        goal.conversation = self._conversation_name(conversation)
+        goal.new_frame = bool(new_frame)
+        goal.end_conversation = bool(end)
+        return self._send(goal, feedback, server_wait)
+
+    def end_conversation(self, conversation: str, timeout: float = 10.0) -> SegmentResult:
+        """Forget ``conversation`` on the node. The result's ``turn`` is how many turns it had
+        (0: the node did not know it)."""
+        start = time.monotonic()
+        goal = SegmentAction.Goal()
+        goal.conversation = self._conversation_name(conversation)
+        goal.end_conversation = True
+        task = self._send(goal, None, min(self.server_wait, timeout))
+        return task.result(max(0.0, timeout - (time.monotonic() - start)))
+
+    # ------------------------------------------------------------------ lifetime
+    def destroy(self) -> None:
+        """Destroy the client's ROS entities (the node itself stays the caller's)."""
+        self._action.destroy()
+        if self._state_client is not None:
+            self.node.destroy_client(self._state_client)
+            self._state_client = None
+        self._waiter.close()
+
+    # ------------------------------------------------------------------ internals
+    def _goal(self, query: str, camera: str, image: Any, request_id: str) -> Any:
+        goal = SegmentAction.Goal()
+        goal.query = str(query)
+        goal.camera = str(camera)
+        goal.request_id = str(request_id)
+        if image is not None:
+            goal.image = self._image_msg(image)
+        return goal
+
+    def _image_msg(self, image: Any) -> Image:
+        if isinstance(image, Image):
+            return image
+        if isinstance(image, np.ndarray):
+            msg = rgb_to_image_msg(image)  # ValueError unless (H, W, 3) uint8
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            return msg
+        raise TypeError(f"image must be an (H, W, 3) uint8 RGB numpy array or a "
+                        f"sensor_msgs/Image, not {type(image).__name__}")
+
+    @staticmethod
+    def _conversation_name(conversation: str) -> str:
+        name = str(conversation).strip()
+        if not name:
+            raise ValueError("a conversation needs a non-empty name (use segment() for "
+                             "one-shot requests)")
+        return name
+
+    def _send(self, goal: Any, feedback: FeedbackCallback | None,
+              server_wait: float | None) -> SegmentTask:
+        wait = self.server_wait if server_wait is None else server_wait
+        if not self._action.server_is_ready() and \
+                not self._action.wait_for_server(timeout_sec=max(0.0, wait)):
+            raise StampUnavailable(self._unavailable(wait))
+        return SegmentTask(self._action, goal, self._waiter, feedback=feedback,
+                           logger=self.node.get_logger())
+
+    def _unavailable(self, waited: float) -> str:
+        return (f"no action server {self.action_name} after {waited:g} s: is the stamp node "
+                f"running, under that name, in this ROS_DOMAIN_ID?")

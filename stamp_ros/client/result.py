@@ -1,0 +1,201 @@
+"""Plain Python views of the node's answers: numpy masks, boxes, 3D, the answer text.
+
+No rclpy here: :meth:`SegmentResult.from_msg` reads any object with the fields of
+``stamp_ros/msg/Segmentation`` (a live message, one deserialised from a bag, a test double), so
+planners, offline tools and tests share one decoding of ``Instance.mask`` and the grids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TIMING_FIELDS = ("wait_ms", "preprocess_ms", "generate_ms", "mask_ms", "postprocess_ms",
+                 "total_ms")
+"""The per-stage wall-clock fields of a Segmentation, in pipeline order."""
+
+MASK_ENCODINGS = ("mono8", "8UC1")
+
+
+def _flat(seq: Any, dtype: Any) -> np.ndarray:
+    """A message sequence field (array.array, bytes, list, numpy) as a fresh 1-D array."""
+    if isinstance(seq, (bytes, bytearray, memoryview)):
+        arr = np.frombuffer(seq, dtype=np.uint8)
+    else:
+        arr = np.asarray(seq)  # array.array keeps its own item type through the buffer protocol
+    return np.array(arr, dtype=dtype, copy=True).reshape(-1)
+
+
+def _grid(seq: Any, dtype: Any, rows: int, cols: int, what: str) -> np.ndarray:
+    flat = _flat(seq, dtype)
+    if flat.size != rows * cols:
+        raise ValueError(f"{what} has {flat.size} cells, grid_height x grid_width is "
+                         f"{rows}x{cols}")
+    return flat.reshape(rows, cols)
+
+
+def mask_from_image(img: Any) -> np.ndarray:
+    """A mono8 (or 8UC1) mask image as an (H, W) bool array: nonzero = object.
+
+    ``step`` padding is honoured; a payload shorter than ``step * height`` or another encoding
+    is a ``ValueError``.
+    """
+    h, w = int(img.height), int(img.width)
+    if h == 0 or w == 0:
+        return np.zeros((h, w), dtype=np.bool_)
+    if img.encoding not in MASK_ENCODINGS:
+        raise ValueError(f"mask encoding {img.encoding!r}: expected mono8")
+    step = int(img.step) or w
+    data = _flat(img.data, np.uint8)
+    if step < w or data.size < step * h:
+        raise ValueError(f"mask {w}x{h} (step {step}) needs {step * h} bytes, got {data.size}")
+    return data[: step * h].reshape(h, step)[:, :w] != 0
+
+
+def _point(p: Any) -> np.ndarray:
+    return np.array([p.x, p.y, p.z], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentedObject:
+    """One object of an answer (one ``<|seg|>`` token): an ``Instance`` message in numpy."""
+
+    mask: np.ndarray = field(repr=False)
+    """(H, W) bool, the size of the frame the answer was computed on."""
+    box: tuple[int, int, int, int] | None
+    """(x_min, y_min, x_max, y_max) in pixels, inclusive; None when the mask is empty."""
+    area: int
+    score: float
+    grid: np.ndarray = field(repr=False)
+    """The model's patch decisions, (grid_h, grid_w) uint8 in {0, 1}."""
+    grid_logits: np.ndarray = field(repr=False)
+    """Classifier logit per grid cell, float32, same shape (> 0 = foreground)."""
+    centroid: np.ndarray | None = None
+    """Metres in :attr:`frame_id_3d`, shape (3,); None without depth (has_3d false)."""
+    box_center: np.ndarray | None = None
+    size: np.ndarray | None = None
+    """Extent of the axis-aligned 3D box along x, y, z (metres)."""
+    num_points: int = 0
+    frame_id_3d: str = ""
+
+    @property
+    def has_3d(self) -> bool:
+        return self.centroid is not None
+
+    @classmethod
+    def from_msg(cls, inst: Any) -> SegmentedObject:
+        """From a ``stamp_ros/msg/Instance`` (or any object with its fields)."""
+        rows, cols = int(inst.grid_height), int(inst.grid_width)
+        empty = int(inst.x_max) < int(inst.x_min) or int(inst.y_max) < int(inst.y_min)
+        has_3d = bool(inst.has_3d)
+        return cls(
+            mask=mask_from_image(inst.mask),
+            box=None if empty else (int(inst.x_min), int(inst.y_min), int(inst.x_max),
+                                    int(inst.y_max)),
+            area=int(inst.area),
+            score=float(inst.score),
+            grid=_grid(inst.grid, np.uint8, rows, cols, "grid"),
+            grid_logits=_grid(inst.grid_logits, np.float32, rows, cols, "grid_logits"),
+            centroid=_point(inst.centroid) if has_3d else None,
+            box_center=_point(inst.box_center) if has_3d else None,
+            size=_point(inst.size) if has_3d else None,
+            num_points=int(inst.num_points) if has_3d else 0,
+            frame_id_3d=str(inst.frame_id_3d) if has_3d else "",
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentResult:
+    """The node's answer to one request (a ``Segmentation`` message in plain Python).
+
+    ``success`` false means the node answered but inferred nothing; ``error`` says why (no
+    fresh frame, unknown camera, empty query, cancelled, ...). Branch on :attr:`ok`.
+    """
+
+    success: bool
+    error: str
+    answer: str
+    query: str
+    request_id: str
+    conversation: str
+    turn: int
+    """This answer's turn in :attr:`conversation` (1 = first); 0 for one-shot requests."""
+    frame_id: str
+    stamp: float
+    """The source frame's header stamp in seconds (0.0 when the error result had no frame)."""
+    header: Any = field(repr=False)
+    """The raw std_msgs/Header of the source frame."""
+    objects: list[SegmentedObject] = field(default_factory=list)
+    grid_height: int = 0
+    grid_width: int = 0
+    model: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Milliseconds per stage, keyed by the message's field names (``wait_ms`` ... ``total_ms``)."""
+    frame_age_ms: float = 0.0
+    answer_reused: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.success
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(grid_height, grid_width) of the merged-patch grid of the mask pass."""
+        return self.grid_height, self.grid_width
+
+    def union_mask(self, shape: Sequence[int] | None = None) -> np.ndarray | None:
+        """All objects in one (H, W) bool mask.
+
+        Without objects the frame size is unknown to the result: pass ``shape`` ((H, W) or
+        (H, W, C)) to get an empty mask of that size; otherwise the answer is None.
+        """
+        if not self.objects:
+            return None if shape is None else np.zeros(tuple(shape)[:2], dtype=np.bool_)
+        return np.logical_or.reduce([o.mask for o in self.objects])
+
+    @classmethod
+    def from_msg(cls, msg: Any) -> SegmentResult:
+        """From a ``stamp_ros/msg/Segmentation`` (or any object with its fields)."""
+        header = msg.header
+        return cls(
+            success=bool(msg.success),
+            error=str(msg.error),
+            answer=str(msg.answer),
+            query=str(msg.query),
+            request_id=str(msg.request_id),
+            conversation=str(msg.conversation),
+            turn=int(msg.turn),
+            frame_id=str(header.frame_id),
+            stamp=int(header.stamp.sec) + int(header.stamp.nanosec) * 1e-9,
+            header=header,
+            objects=[SegmentedObject.from_msg(inst) for inst in msg.instances],
+            grid_height=int(msg.grid_height),
+            grid_width=int(msg.grid_width),
+            model=str(msg.model),
+            timings={name: float(getattr(msg, name)) for name in TIMING_FIELDS},
+            frame_age_ms=float(msg.frame_age_ms),
+            answer_reused=bool(msg.answer_reused),
+        )
+
+
+@dataclass(frozen=True)
+class SegmentFeedback:
+    """One action feedback: the stage being worked on and the answer decoded so far.
+
+    Stages, in order: queued, waiting_for_frame, convert, preprocess, vision, prefill, decode
+    (once per token, with the partial answer), mask, postprocess, done.
+    """
+
+    stage: str
+    partial_answer: str
+    elapsed_ms: float
+
+    @classmethod
+    def from_msg(cls, msg: Any) -> SegmentFeedback:
+        """From a ``Segment.Feedback`` (or the action's wrapped feedback message)."""
+        fb = getattr(msg, "feedback", msg)
+        return cls(stage=str(fb.stage), partial_answer=str(fb.partial_answer),
+                   elapsed_ms=float(fb.elapsed_ms))

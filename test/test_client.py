@@ -1,0 +1,311 @@
+"""stamp_ros.client.StampClient against the real node in its own process.
+
+The client runs in the test process: on the ros_client fixture's node (spun by an executor in
+another thread, so the client waits on events) and on a plain node in a fresh rclpy context
+that nobody spins (so the client spins it itself).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from node_harness import image_msg, make_frame, node_args, wait_ready
+
+pytestmark = pytest.mark.ros
+
+ANSWER = "Here <|seg|> and there <|seg|> done"
+QUERY = "segment the red square"
+STAGES = ("queued", "waiting_for_frame", "convert", "preprocess", "vision", "prefill", "decode",
+          "mask", "postprocess", "done")
+CALL_TIMEOUT = 120.0
+"""Generous: the tiny model answers in well under a second, a loaded CI machine may not."""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
+
+    return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "stamp-client", seed=0,
+                                answer=ANSWER)
+
+
+def start_node(processes, ros_client, checkpoint, **params):
+    proc = processes.start(*node_args(checkpoint, **params), name="node")
+    wait_ready(ros_client, processes, proc)
+    return proc
+
+
+@pytest.fixture
+def client(ros_client):
+    from stamp_ros.client import StampClient
+
+    stamp = StampClient(ros_client.node)
+    try:
+        yield stamp
+    finally:
+        stamp.destroy()
+
+
+@pytest.fixture
+def plain_node(ros_env, ros_client) -> Iterator[Any]:
+    """A planner's node in a fresh context of the test's domain that no executor spins
+    (ros_client first: it points the discovery variables at the test's domain)."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("planner", context=context)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+class Camera:
+    """Publishes one frame on /image every 0.1 s until stopped: a camera, not a timing aid."""
+
+    def __init__(self, ros_client, rgb: np.ndarray, stamp_sec: int) -> None:
+        from sensor_msgs.msg import Image
+
+        self._pub = ros_client.publisher(Image, "/image")
+        ros_client.wait_for_subscribers(self._pub)
+        self._msg = image_msg(rgb, stamp_sec=stamp_sec, frame_id="camera")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._pub.publish(self._msg)
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> Camera:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def by_hand(msg: Any) -> dict:
+    """What a planner without the client decodes from a Segmentation message."""
+    objects = []
+    for inst in msg.instances:
+        h, w = inst.mask.height, inst.mask.width
+        objects.append({
+            "mask": np.frombuffer(bytes(inst.mask.data), np.uint8).reshape(h, w) > 0,
+            "box": (inst.x_min, inst.y_min, inst.x_max, inst.y_max),
+            "grid": np.frombuffer(bytes(inst.grid), np.uint8).reshape(inst.grid_height,
+                                                                      inst.grid_width),
+            "logits": np.array(inst.grid_logits, np.float32).reshape(inst.grid_height,
+                                                                     inst.grid_width),
+            "area": inst.area, "score": inst.score})
+    return {"answer": msg.answer, "request_id": msg.request_id, "success": msg.success,
+            "stamp": msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+            "frame_id": msg.header.frame_id, "total_ms": msg.total_ms, "objects": objects}
+
+
+def assert_matches(res: Any, expected: dict) -> None:
+    assert (res.answer, res.request_id, res.success, res.frame_id) == (
+        expected["answer"], expected["request_id"], expected["success"], expected["frame_id"])
+    assert res.stamp == pytest.approx(expected["stamp"])
+    assert res.timings["total_ms"] == pytest.approx(expected["total_ms"])
+    assert len(res.objects) == len(expected["objects"])
+    for obj, want in zip(res.objects, expected["objects"], strict=True):
+        np.testing.assert_array_equal(obj.mask, want["mask"])
+        np.testing.assert_array_equal(obj.grid, want["grid"])
+        np.testing.assert_array_equal(obj.grid_logits, want["logits"])
+        assert obj.box == (want["box"] if want["area"] else None)
+        assert obj.area == want["area"] and obj.score == pytest.approx(want["score"])
+
+
+def test_segment_inline_image_with_feedback_matches_the_message(
+        processes, ros_client, checkpoint, client):
+    from ros_client import Collector
+    from stamp_ros.msg import Segmentation
+
+    start_node(processes, ros_client, checkpoint)
+    results = ros_client.subscribe(Segmentation, "/stamp_node/result")
+    client.wait_until_ready(timeout=60)
+    feedback = Collector()
+    rgb = make_frame(96, 64)
+    res = client.segment(QUERY, image=rgb, request_id="inline-1", timeout=CALL_TIMEOUT,
+                         feedback=feedback)
+
+    assert res.ok, res.error
+    assert res.query == QUERY and res.request_id == "inline-1"
+    assert res.conversation == "" and res.turn == 0
+    assert res.answer == "Here  and there  done" and len(res.objects) == 2
+    for obj in res.objects:
+        assert obj.mask.shape == (64, 96) and obj.mask.dtype == np.bool_
+        assert obj.grid.shape == res.grid_size and obj.centroid is None
+    assert res.union_mask().shape == (64, 96)
+    assert res.stamp > 0  # a numpy image is stamped when it is sent
+    (raw,) = results.wait_for(1, timeout=60, where=lambda m: m.request_id == "inline-1")
+    assert_matches(res, by_hand(raw))
+
+    # Feedback (a topic) may trail the result (a service), and rclpy drops a goal's feedback
+    # once its result is in: the stages that arrived came in the node's order.
+    stages = [f.stage for f in feedback.messages]
+    assert stages and stages[0] == "queued", stages
+    order = [STAGES.index(stage) for stage in stages]
+    assert order == sorted(order), stages
+
+    # A sensor_msgs/Image goes as is: the result carries its header.
+    res = client.segment(QUERY, image=image_msg(rgb, stamp_sec=77, frame_id="inline"),
+                         timeout=CALL_TIMEOUT)
+    assert res.ok, res.error
+    assert res.frame_id == "inline" and res.stamp == pytest.approx(77 + 5678e-9)
+
+
+def test_segment_camera_frame_and_node_side_errors(processes, ros_client, checkpoint, client):
+    from ros_client import Collector
+
+    # frame_timeout 30 s: the request waits for the camera, which starts only once the
+    # feedback says so.
+    start_node(processes, ros_client, checkpoint, frame_timeout=30.0)
+    client.wait_until_ready(timeout=60)
+    feedback = Collector()
+    task = client.segment_async(QUERY, feedback=feedback)
+    feedback.wait_for(1, timeout=60, where=lambda f: f.stage == "waiting_for_frame")
+    assert [f.stage for f in feedback.messages] == ["queued", "waiting_for_frame"]
+    with Camera(ros_client, make_frame(160, 120, seed=3), stamp_sec=4321):
+        res = task.result(timeout=CALL_TIMEOUT)
+    assert res.ok, res.error
+    assert res.frame_id == "camera" and res.stamp == pytest.approx(4321 + 5678e-9)
+    assert [o.mask.shape for o in res.objects] == [(120, 160)] * 2
+
+    # The node answered but could not do it: a result to branch on, not an exception.
+    res = client.segment("", image=make_frame(), timeout=CALL_TIMEOUT)
+    assert not res.ok and "empty query" in res.error and res.objects == []
+    res = client.segment(QUERY, camera="no_such_camera", timeout=CALL_TIMEOUT)
+    assert not res.ok and "unknown camera" in res.error and "no_such_camera" in res.error
+
+
+def test_timeout_cancels_the_goal_and_cancel_ends_a_task(processes, ros_client, checkpoint,
+                                                        client):
+    from ros_client import Collector
+    from stamp_ros.msg import Segmentation
+
+    from stamp_ros.client import StampTimeout
+
+    # No camera frames and a long frame_timeout: a camera request waits until cancelled.
+    start_node(processes, ros_client, checkpoint, frame_timeout=30.0)
+    results = ros_client.subscribe(Segmentation, "/stamp_node/result")
+    client.wait_until_ready(timeout=60)
+
+    with pytest.raises(StampTimeout) as info:
+        client.segment(QUERY, request_id="late", timeout=2.0)
+    assert info.value.request_id == "late" and len(info.value.goal_id) == 32
+    # The node stopped working on it: its result says cancelled (not "no camera frame").
+    (late,) = results.wait_for(1, timeout=60, where=lambda m: m.request_id == "late")
+    assert not late.success and "cancel" in late.error, late.error
+
+    feedback = Collector()
+    task = client.segment_async(QUERY, request_id="withdrawn", feedback=feedback)
+    feedback.wait_for(1, timeout=60, where=lambda f: f.stage == "waiting_for_frame")
+    assert task.feedback is not None and task.feedback.stage in (
+        "queued", "waiting_for_frame")
+    task.cancel()
+    assert task.wait(60)
+    res = task.result(timeout=0)
+    assert task.done() and task.cancelled
+    assert not res.ok and "cancel" in res.error and res.request_id == "withdrawn"
+
+    # Nothing of the two is left on the node: the next request is answered.
+    res = client.segment(QUERY, image=make_frame(), request_id="next", timeout=CALL_TIMEOUT)
+    assert res.ok, res.error
+
+
+def test_unavailable_node_raises_after_a_short_wait(ros_client):
+    from stamp_ros.client import StampClient, StampUnavailable
+
+    client = StampClient(ros_client.node, "/no_such_node", server_wait=1.0)
+    try:
+        with pytest.raises(StampUnavailable, match="/no_such_node/segment"):
+            client.segment(QUERY, image=make_frame())
+        with pytest.raises(StampUnavailable):
+            client.segment_async(QUERY)
+        with pytest.raises(StampUnavailable):
+            client.wait_until_ready(timeout=1.0)
+    finally:
+        client.destroy()
+
+
+def test_client_spins_a_node_nobody_else_spins(processes, ros_client, checkpoint, plain_node):
+    from stamp_ros.client import StampClient, StampTimeout
+
+    assert plain_node.executor is None
+    node = processes.start(*node_args(checkpoint, frame_timeout=30.0), name="node")
+    client = StampClient(plain_node)
+    try:
+        try:
+            client.wait_until_ready(timeout=120)
+        except Exception:
+            print(processes.output(node)[-4000:])
+            raise
+        stages: list[str] = []
+        res = client.segment(QUERY, image=make_frame(80, 60), request_id="self-1",
+                             timeout=CALL_TIMEOUT, feedback=lambda f: stages.append(f.stage))
+        assert res.ok, res.error
+        assert [o.mask.shape for o in res.objects] == [(60, 80)] * 2
+        assert stages and stages[0] == "queued"
+
+        # Polling done() is what drives the node here.
+        task = client.segment_async(QUERY, image=make_frame(80, 60), request_id="self-2")
+        done = threading.Event()
+        watchdog = threading.Timer(CALL_TIMEOUT, done.set)
+        watchdog.start()
+        try:
+            while not task.done() and not done.is_set():
+                done.wait(0.01)
+        finally:
+            watchdog.cancel()
+        assert task.done()
+        assert task.result(timeout=0).request_id == "self-2"
+
+        with pytest.raises(StampTimeout):
+            client.segment(QUERY, request_id="self-late", timeout=1.0)
+        task = client.segment_async(QUERY, request_id="self-cancel")
+        task.cancel()
+        res = task.result(timeout=60)
+        assert not res.ok and "cancel" in res.error and task.cancelled
+    finally:
+        client.destroy()
+
+
+def test_converse_three_turns_on_one_frame_then_end(processes, ros_client, checkpoint, client):
+    start_node(processes, ros_client, checkpoint)
+    client.wait_until_ready(timeout=60)
+    frame = image_msg(make_frame(120, 90, seed=5), stamp_sec=55, frame_id="table")
+
+    first = client.converse("kitchen", QUERY, image=frame, timeout=CALL_TIMEOUT)
+    assert first.ok, first.error
+    assert (first.conversation, first.turn, len(first.objects)) == ("kitchen", 1, 2)
+    # Follow-ups send only the sentence and are answered on the conversation's frame; the
+    # checkpoint's answer depends on the turns before it (fewer objects once it has answered).
+    second = client.converse("kitchen", "now only the one on its left", timeout=CALL_TIMEOUT)
+    third = client.converse("kitchen", "and the one above it", timeout=CALL_TIMEOUT)
+    for res, turn in ((second, 2), (third, 3)):
+        assert res.ok, res.error
+        assert (res.conversation, res.turn, res.frame_id) == ("kitchen", turn, "table")
+        assert res.stamp == pytest.approx(first.stamp)
+        assert len(res.objects) == 1
+        assert res.objects[0].mask.shape == (90, 120)
+
+    ended = client.end_conversation("kitchen")
+    assert ended.ok and ended.conversation == "kitchen" and ended.turn == 3
+    again = client.end_conversation("kitchen")
+    assert again.ok and again.turn == 0
+    # The name starts a new conversation.
+    fresh = client.converse("kitchen", QUERY, image=frame, timeout=CALL_TIMEOUT)
+    assert fresh.ok and fresh.turn == 1 and len(fresh.objects) == 2
+
+    with pytest.raises(ValueError):
+        client.converse("  ", QUERY)
