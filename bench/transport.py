@@ -136,6 +136,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=14.0, help="stream length per case")
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--receivers", default="node,bare")
+    parser.add_argument("--profiles", default="default,shm_profile")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from stamp_ros.bench.machine import cpu_model
@@ -155,7 +156,7 @@ def main() -> int:
         tmp = Path(tmp_dir)
         checkpoint = make_test_checkpoint(tmp / "ckpt", seed=0)
         for stream_name in args.streams.split(","):
-            for profile in (False, True):
+            for profile in (p == "shm_profile" for p in args.profiles.split(",")):
                 for receiver in args.receivers.split(","):
                     name = f"{stream_name}/{'shm_profile' if profile else 'default'}/{receiver}"
                     print(f"[transport] {name}", file=sys.stderr, flush=True)

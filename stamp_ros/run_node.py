@@ -2,7 +2,7 @@
 
 The entry point behind ``ros2 run stamp_ros stamp_node`` (``lib/stamp_ros/stamp_node``), the
 launch file, the demo and the tests. It configures and activates the node, spins it on a
-multi-threaded executor until SIGINT/SIGTERM, and answers whatever still waits on the way out.
+single-threaded executor until SIGINT/SIGTERM, and answers whatever still waits on the way out.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ import sys
 
 import rclpy
 from rclpy.exceptions import InvalidParameterValueException, ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from stamp_ros.ros.malloc import return_large_buffers_to_the_os
 from stamp_ros.ros.node import StampNode
-
-EXECUTOR_THREADS = 6
-"""Callbacks of frames, queries, service/action calls, timers and lifecycle services run in
-parallel; none of them waits for the model, so a few threads serve any number of callers."""
 
 
 def main(args: list[str] | None = None) -> int:
@@ -34,7 +30,11 @@ def main(args: list[str] | None = None) -> int:
         logging.getLogger("stamp_ros.run_node").critical(f"bad parameter: {exc}")
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    # One executor thread is enough and is faster: no callback waits for the model (service and
+    # action callbacks are coroutines that yield until the worker answers), and rclpy's
+    # multi-threaded executor costs so much Python time per callback that a 30 Hz 1080p stream
+    # reached the node at a fraction of its rate (bench/transport.py).
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     code = 0
     try:

@@ -107,8 +107,9 @@ class StampNode(LifecycleNode):
             if reason:
                 self.get_logger().error(f"bad parameter: {reason}")
                 return TransitionCallbackReturn.FAILURE
-        # Frames and requests in separate groups: a burst of large images must never delay
-        # (or, through a full reader history, drop) a planner's query.
+        # run_node spins the node on one thread; should it run in a multi-threaded executor
+        # (a component container), frames and requests are in separate groups so that a burst
+        # of large images never delays a planner's query, and calls may overlap.
         image_group = MutuallyExclusiveCallbackGroup()
         request_group = MutuallyExclusiveCallbackGroup()
         call_group = ReentrantCallbackGroup()
