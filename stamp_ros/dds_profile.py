@@ -16,20 +16,22 @@ PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES
 """Fast DDS 2.x/3.x (Jazzy and later) read the first, Fast DDS 2.6 (Humble) the second."""
 
 
-def large_image_profile() -> Path:
-    """The profile in the installed package's share directory, else in this source tree."""
+def large_image_profile() -> Path | None:
+    """The profile in the installed package's share directory, else in this source tree; None
+    where neither has it (a pip install of the engine and CLI alone)."""
+    candidates = [Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME]
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        installed = Path(get_package_share_directory("stamp_ros")) / "config" / PROFILE_NAME
-        if installed.is_file():
-            return installed
+        share = Path(get_package_share_directory("stamp_ros"))
+        candidates.insert(0, share / "config" / PROFILE_NAME)
     except Exception:  # not installed as a ROS package (source checkout, pip install)
         pass
-    return Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def large_image_env(profile: Path | None = None) -> dict[str, str]:
-    """The environment variables that make a process load the profile."""
-    path = str(profile or large_image_profile())
-    return {name: path for name in PROFILE_VARIABLES}
+    """The environment variables that make a process load the profile (none when there is no
+    profile to load: a variable naming a missing file would make Fast DDS fail to start)."""
+    path = profile or large_image_profile()
+    return {name: str(path) for name in PROFILE_VARIABLES} if path is not None else {}
