@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stamp_ros.answer_reuse import AnswerReuse
-from stamp_ros.bag.interfaces import COMPRESSED_IMAGE, SEGMENTATION, RosbagsKit
+from stamp_ros.bag.interfaces import (
+    CAMERA_INFO,
+    COMPRESSED_IMAGE,
+    IMAGE,
+    SEGMENTATION,
+    STRING,
+    RosbagsKit,
+)
 from stamp_ros.bag.sink import OutputBag, VideoOut
 from stamp_ros.bag.source import InputBag, TopicSpec
 from stamp_ros.engine.errors import EngineError, InferenceCancelled
@@ -228,8 +235,6 @@ class Replayer:
 
     # ------------------------------------------------------------------ setup
     def _topics(self) -> dict[str, TopicSpec]:
-        from stamp_ros.bag.interfaces import CAMERA_INFO, IMAGE, STRING
-
         cfg, src = self.cfg, self.source
         specs = {"image": src.topic("image", cfg.image_topic, (IMAGE, COMPRESSED_IMAGE))}
         if cfg.query_topic:
@@ -254,9 +259,9 @@ class Replayer:
         out, cfg = self.out, self.cfg
         out.open()
         out.add_topic(cfg.topic("result"), SEGMENTATION)
-        out.add_topic(cfg.topic("mask"), "sensor_msgs/msg/Image")
+        out.add_topic(cfg.topic("mask"), IMAGE)
         if cfg.overlay:
-            out.add_topic(cfg.topic("overlay"), "sensor_msgs/msg/Image")
+            out.add_topic(cfg.topic("overlay"), IMAGE)
         if cfg.copy_input:
             for spec in self.specs.values():
                 out.add_copy(spec)
