@@ -41,6 +41,9 @@ from stamp_ros.bench.machine import cpu_model, versions  # noqa: E402
 PHOTO = ROOT.parent / "shared" / "data" / "horses.jpg"
 TOPIC = "/camera/color/image_raw"
 PERIOD_NS = 1_000_000_000 // 30
+SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "vision_depth", "vision_embed_dim",
+              "vocab_size")
+"""The shape fields reported, as ``stamp-ros bench`` reports them."""
 
 
 def frames(size: str, count: int) -> list[np.ndarray]:
@@ -172,13 +175,7 @@ def main() -> int:
             bag = tmp / f"in-{name}"
             write_bag(bag, frames(args.size, n))
             case: dict[str, Any] = {
-                "model_shape": {
-                    "hidden_size": shape.hidden_size,
-                    "num_hidden_layers": shape.num_hidden_layers,
-                    "vision_depth": shape.vision_depth,
-                    "vision_embed_dim": shape.vision_embed_dim,
-                    "vocab_size": shape.vocab_size,
-                },
+                "model_shape": {key: getattr(shape, key) for key in SHAPE_KEYS},
                 "frames": n,
                 "checkpoint_build_s": round(build_s, 1),
                 "runs": {},
