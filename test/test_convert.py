@@ -19,11 +19,10 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from stamp_ros.ros.compressed import compressed_depth_to_array, compressed_msg_to_rgb
 from stamp_ros.ros.convert import (
     MAX_PIXELS,
     ImageConversionError,
-    compressed_depth_to_array,
-    compressed_msg_to_rgb,
     image_msg_to_array,
     image_msg_to_rgb,
     mono8_to_image_msg,

@@ -44,15 +44,16 @@ from stamp_ros.bag.interfaces import (
 from stamp_ros.bag.sink import OutputBag, VideoOut
 from stamp_ros.bag.source import InputBag, TopicSpec
 from stamp_ros.engine.errors import EngineError, InferenceCancelled
-from stamp_ros.engine.prompt import MAX_QUERY_CHARS
+from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.overlay import render_overlay, union_mask
-from stamp_ros.ros.convert import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
+from stamp_ros.ros.compressed import compressed_msg_to_rgb
+from stamp_ros.ros.convert import ImageConversionError, image_msg_to_rgb
 from stamp_ros.ros.depth3d import lift_instances, pair_depth
 from stamp_ros.ros.frame_cache import Frame, FrameCache, NoFreshFrame
 from stamp_ros.ros.params import BY_NAME
 from stamp_ros.ros.results import error_msg, segmentation_msg
 
-__all__ = ["ReplayConfig", "Replayer", "Summary", "query_refusal"]
+__all__ = ["ReplayConfig", "Replayer", "Summary"]
 
 logger = logging.getLogger("stamp_ros.bag")
 
@@ -61,16 +62,6 @@ MAX_LOOKAHEAD_S = 1.0
 
 DEPTH_HISTORY = 30
 """Depth images kept for pairing, as the node keeps them."""
-
-
-def query_refusal(query: str) -> str:
-    """Why the node answers ``query`` at once with an error ("" when it may run): the text
-    rules of ``stamp_ros.ros.pipeline.RequestPipeline.refusal``, which imports rclpy."""
-    if not query.strip():
-        return "empty query"
-    if len(query) > MAX_QUERY_CHARS:
-        return f"query too long: {len(query)} characters (max {MAX_QUERY_CHARS})"
-    return ""
 
 
 def _param(name: str) -> Any:

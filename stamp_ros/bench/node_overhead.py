@@ -50,12 +50,8 @@ def run_node_overhead(args: argparse.Namespace) -> dict:
     from stamp_ros.engine.masks import grid_score, mask_area, mask_bbox
     from stamp_ros.engine.result import SegInstance, StampResult
     from stamp_ros.overlay import render_overlay, union_mask
-    from stamp_ros.ros.convert import (
-        compressed_msg_to_rgb,
-        image_msg_to_rgb,
-        mono8_to_image_msg,
-        rgb_to_image_msg,
-    )
+    from stamp_ros.ros.compressed import compressed_msg_to_rgb
+    from stamp_ros.ros.convert import image_msg_to_rgb, mono8_to_image_msg, rgb_to_image_msg
 
     runs = args.repeats or (5 if args.quick else DEFAULT_RUNS)
     w, h = parse_size(args.size or DEFAULT_SIZE)

@@ -23,10 +23,10 @@ from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros import faults
 from stamp_ros.ros.camera import Camera, as_message
+from stamp_ros.ros.compressed import compressed_msg_to_rgb
 from stamp_ros.ros.conversations import Conversation, ConversationStore
 from stamp_ros.ros.convert import (
     ImageConversionError,
-    compressed_msg_to_rgb,
     image_msg_to_rgb,
     mono8_to_image_msg,
     rgb_to_image_msg,
