@@ -9,6 +9,7 @@ set before rclpy.init() -- in every process of the image path.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 PROFILE_NAME = "fastdds_large_images.xml"
@@ -19,7 +20,11 @@ PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES
 def large_image_profile() -> Path | None:
     """The profile in the installed package's share directory, else in this source tree; None
     where neither has it (a pip install of the engine and CLI alone)."""
-    candidates = [Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME]
+    candidates = [
+        # the environment's own prefix (a ROS install, or the venv scripts/setup makes one)
+        Path(sys.prefix) / "share" / "stamp_ros" / "config" / PROFILE_NAME,
+        Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME,  # a source checkout
+    ]
     try:
         from ament_index_python.packages import get_package_share_directory
 

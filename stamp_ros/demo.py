@@ -125,7 +125,8 @@ def _run(args: Any) -> int:
         for name, value in large_image_env().items():  # full-rate frames between processes
             env.setdefault(name, value)
         os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                               "ROS_LOCALHOST_ONLY", *PROFILE_VARIABLES)})
+                                               "ROS_LOCALHOST_ONLY", *PROFILE_VARIABLES)
+                           if k in env})
         cmd = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                "-p", f"model:={model}", "-p", f"device:={args.device}",
                "-p", "stats_period:=0.0", "-r", "image:=/demo/image"]

@@ -112,7 +112,8 @@ def ros_client(ros_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
 
     for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY",
                 *PROFILE_VARIABLES):
-        monkeypatch.setenv(key, ros_env[key])
+        if key in ros_env:
+            monkeypatch.setenv(key, ros_env[key])
     from ros_client import RosClient
 
     client = RosClient(int(ros_env["ROS_DOMAIN_ID"]))

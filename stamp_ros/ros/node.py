@@ -270,7 +270,7 @@ class StampNode(LifecycleNode):
         """First-request latency (kernel selection, allocator growth, lazy init) is paid here,
         on the worker thread, before the first queued request; a failure only costs speed."""
         segmenter = self._pipeline.segmenter
-        if segmenter is None or not hasattr(segmenter, "warmup"):
+        if segmenter is None:
             return
         try:
             t0 = time.monotonic()

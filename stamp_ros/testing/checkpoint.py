@@ -42,6 +42,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -382,6 +383,16 @@ _FREE_QUERIES = (
 )
 
 
+def _calibration_segmenter(directory: Path, max_new_tokens: int) -> Any:
+    """The freshly written checkpoint on CPU in fp32, with small images: what the calibration
+    steps run to measure the random network's logits."""
+    from stamp_ros.engine.segmenter import StampSegmenter
+
+    return StampSegmenter.from_pretrained(str(directory), device="cpu", dtype="fp32",
+                                          min_pixels=56 * 56, max_pixels=224 * 224,
+                                          max_new_tokens=max_new_tokens)
+
+
 def _wire_free_answer(directory: Path, seed: int, seg_rate: float) -> None:
     """Give ``<|seg|>`` and ``<|im_end|>`` data-dependent ``lm_head`` rows (see the docstring).
 
@@ -392,16 +403,7 @@ def _wire_free_answer(directory: Path, seed: int, seg_rate: float) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-    from stamp_ros.engine.segmenter import StampSegmenter
-
-    seg = StampSegmenter.from_pretrained(
-        str(directory),
-        device="cpu",
-        dtype="fp32",
-        min_pixels=56 * 56,
-        max_pixels=224 * 224,
-        max_new_tokens=12,
-    )
+    seg = _calibration_segmenter(directory, max_new_tokens=12)
     states: list[torch.Tensor] = []
     hook = seg.model.lm_head.register_forward_pre_hook(
         lambda _mod, args: states.append(args[0].detach().reshape(-1, args[0].shape[-1]))
@@ -436,16 +438,7 @@ def _wire_free_answer(directory: Path, seed: int, seg_rate: float) -> None:
 
 def _calibrate_bias(directory: Path, seed: int, answer: str | None) -> float:
     """Median mask logit on sample images, so the saved bias splits cells roughly 50/50."""
-    from stamp_ros.engine.segmenter import StampSegmenter
-
-    seg = StampSegmenter.from_pretrained(
-        str(directory),
-        device="cpu",
-        dtype="fp32",
-        min_pixels=56 * 56,
-        max_pixels=224 * 224,
-        max_new_tokens=1,
-    )
+    seg = _calibration_segmenter(directory, max_new_tokens=1)
     tokens = seg.tokens
     forced = [tokens.seg]
     if answer and "<|seg|>" in answer:
