@@ -30,10 +30,6 @@ def checkpoint_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors")) / 2**20
 
 
-def rss_mb(pid: int) -> float:
-    import psutil
-
-    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -49,19 +45,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(0.05)
 
 
-def wait_log(processes, proc, text: str, timeout: float = 60.0, count: int = 1) -> str:
-    """Wait until the process output holds ``text`` at least ``count`` times; return it."""
-
-    def seen() -> str | None:
-        out = processes.output(proc)
-        if out.count(text) >= count:
-            return out
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited before {text!r}:\n{out[-4000:]}")
-        return None
-
-    return wait_until(seen, timeout, f"log line {text!r}",
-                      lambda: processes.output(proc)[-4000:])
 
 
 def get_state(client) -> str:

@@ -67,6 +67,36 @@ def wait_ready(client, processes, proc, timeout: float = 120.0) -> None:
     raise AssertionError("node not active in time:\n" + processes.output(proc)[-4000:])
 
 
+
+def start_node(processes, ros_client, checkpoint: str | Path, env: dict[str, str] | None = None,
+               **params: Any):
+    """The node in its own process with ``params`` (see node_args), once it is active."""
+    proc = processes.start(*node_args(checkpoint, **params), name="node", env=env)
+    wait_ready(ros_client, processes, proc)
+    return proc
+
+
+def wait_output(processes, proc, text: str, timeout: float = 60.0, count: int = 1) -> str:
+    """Wait until the process's output holds ``text`` at least ``count`` times; return the
+    output. Fails at once when the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = processes.output(proc)
+        if out.count(text) >= count:
+            return out
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited before {text!r}:\n{out[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {text!r} after {timeout} s:\n{out[-4000:]}")
+        time.sleep(0.05)  # polling the log file between checks, not a synchronisation
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB."""
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
 def make_long_answer_checkpoint(directory: Path, words: int) -> Path:
     """A test checkpoint that writes ``words`` tokens and then one ``<|seg|>`` for any input.
 

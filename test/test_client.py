@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import image_msg, make_frame, node_args, wait_ready
+from node_harness import image_msg, make_frame, node_args, start_node
 
 pytestmark = pytest.mark.ros
 
@@ -34,10 +34,6 @@ def checkpoint(tmp_path_factory) -> Path:
                                 answer=ANSWER)
 
 
-def start_node(processes, ros_client, checkpoint, **params):
-    proc = processes.start(*node_args(checkpoint, **params), name="node")
-    wait_ready(ros_client, processes, proc)
-    return proc
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from node_harness import (
     image_msg,
     make_frame,
     make_long_answer_checkpoint,
-    node_args,
-    wait_ready,
+    start_node,
+    wait_output,
 )
 
 pytestmark = pytest.mark.ros
@@ -31,10 +31,6 @@ def checkpoint(tmp_path_factory) -> Path:
                                 answer=ANSWER)
 
 
-def start_node(processes, ros_client, checkpoint, **params):
-    proc = processes.start(*node_args(checkpoint, **params), name="node")
-    wait_ready(ros_client, processes, proc)
-    return proc
 
 
 def subscribe_outputs(client):
@@ -203,12 +199,6 @@ def slow_checkpoint(tmp_path_factory) -> Path:
     return make_long_answer_checkpoint(tmp_path_factory.mktemp("ckpt") / "stamp-slow", 160)
 
 
-def wait_for_log(processes, proc, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in processes.output(proc):
-        assert proc.poll() is None, processes.output(proc)[-3000:]
-        assert time.monotonic() < deadline, f"no {text!r} in the node's log"
-        time.sleep(0.05)
 
 
 def test_continuous_mode_keeps_up_by_dropping_frames(processes, ros_client, slow_checkpoint):
@@ -223,7 +213,7 @@ def test_continuous_mode_keeps_up_by_dropping_frames(processes, ros_client, slow
     ros_client.wait_for_subscribers(img_pub)
     ros_client.wait_for_subscribers(query_pub)
     query_pub.publish(String(data="segment the square"))
-    wait_for_log(processes, node, "tracking 'segment the square'")
+    wait_output(processes, node, "tracking 'segment the square'")
     sent = 0
     t_end = time.monotonic() + 6.0
     while time.monotonic() < t_end:

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import image_msg, make_frame, make_long_answer_checkpoint, node_args, wait_ready
+from node_harness import (
+    image_msg,
+    make_frame,
+    make_long_answer_checkpoint,
+    start_node,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -53,10 +58,8 @@ def test_burst_of_services_and_actions_beyond_capacity_is_answered_completely(
     from stamp_ros.action import Segment as SegmentAction
     from stamp_ros.srv import Segment
 
-    node = processes.start(*node_args(busy_checkpoint, max_pending=MAX_PENDING,
-                                      max_new_tokens=200, frame_timeout=30.0,
-                                      max_frame_age=5.0), name="node")
-    wait_ready(ros_client, processes, node)
+    node = start_node(processes, ros_client, busy_checkpoint, max_pending=MAX_PENDING,
+                      max_new_tokens=200, frame_timeout=30.0, max_frame_age=5.0)
     peer = processes.start(PEER, "--topic", "/image", "--rate", "10", "--width", "640",
                            "--height", "427", "--duration", "600", name="stream")
     services = [ros_client.node.create_client(Segment, "/stamp_node/segment")
@@ -118,9 +121,7 @@ def test_cancel_during_decoding_ends_the_goal_within_a_few_steps(
     from ros_client import wait_future
     from stamp_ros.action import Segment as SegmentAction
 
-    node = processes.start(*node_args(long_checkpoint, max_new_tokens=LONG_WORDS + 50),
-                           name="node")
-    wait_ready(ros_client, processes, node)
+    node = start_node(processes, ros_client, long_checkpoint, max_new_tokens=LONG_WORDS + 50)
     client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     assert client.wait_for_server(timeout_sec=60)
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from node_harness import image_msg, make_frame, node_args, wait_ready
+from node_harness import image_msg, make_frame, start_node
 
 pytestmark = pytest.mark.ros
 
@@ -28,9 +28,8 @@ def test_two_cameras_share_one_model(processes, ros_client, checkpoint):
     from std_msgs.msg import String
 
     # Generous freshness: this test is about which camera's frame answers, not about age.
-    proc = processes.start(*node_args(checkpoint, cameras="['front', 'wrist']",
-                                      max_frame_age=600.0, frame_timeout=60.0), name="node")
-    wait_ready(ros_client, processes, proc)
+    start_node(processes, ros_client, checkpoint, cameras="['front', 'wrist']",
+               max_frame_age=600.0, frame_timeout=60.0)
     front_results = ros_client.subscribe(Segmentation, "/stamp_node/front/result")
     wrist_results = ros_client.subscribe(Segmentation, "/stamp_node/wrist/result")
     pubs = {cam: ros_client.publisher(Image, f"/{cam}/image") for cam in ("front", "wrist")}
@@ -77,8 +76,7 @@ def test_depth_gives_3d_fields_points_and_markers(processes, ros_client, checkpo
     from stamp_ros.ros.cloud import cloud_to_points
     from stamp_ros.testing.images import array_to_image_msg
 
-    proc = processes.start(*node_args(checkpoint), name="node")
-    wait_ready(ros_client, processes, proc)
+    start_node(processes, ros_client, checkpoint)
     results = ros_client.subscribe(Segmentation, "/stamp_node/result")
     clouds = ros_client.subscribe(PointCloud2, "/stamp_node/points")
     markers = ros_client.subscribe(MarkerArray, "/stamp_node/markers")
@@ -144,9 +142,8 @@ def test_diagnostics_values_follow_the_traffic(processes, ros_client, checkpoint
 
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
     results = ros_client.subscribe(Segmentation, "/stamp_node/result", ros_client.reliable(50))
-    proc = processes.start(*node_args(checkpoint, stats_period=0.5, max_pending=1,
-                                      frame_timeout=2.0), name="node")
-    wait_ready(ros_client, processes, proc)
+    proc = start_node(processes, ros_client, checkpoint, stats_period=0.5, max_pending=1,
+                      frame_timeout=2.0)
     idle = _wait_diag(diags, "an idle report", lambda v: True)
     for key in ("input_rate_hz", "result_rate_hz", "queue_depth", "dropped_frames",
                 "rejected_requests", "latency_p50_ms", "latency_p90_ms", "last_error"):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import image_msg, make_frame, node_args, wait_ready
+from node_harness import image_msg, make_frame, start_node
 
 pytestmark = pytest.mark.ros
 
@@ -54,9 +54,7 @@ def test_conversation_follows_up_on_its_first_frame_until_moved_or_ended(
 
     # max_frame_age 0: a request may only use a frame that arrives after it was asked, so which
     # frame a turn used is decided by the test, not by timing.
-    node = processes.start(*node_args(checkpoint, max_frame_age=0.0, frame_timeout=4.0),
-                           name="node")
-    wait_ready(ros_client, processes, node)
+    node = start_node(processes, ros_client, checkpoint, max_frame_age=0.0, frame_timeout=4.0)
     service = ros_client.node.create_client(Segment, SRV)
     assert service.wait_for_service(timeout_sec=60)
     img_pub = ros_client.publisher(Image, "/image")
@@ -127,8 +125,7 @@ def test_interleaved_conversations_from_two_clients_keep_their_own_turns_and_fra
     from ros_client import wait_future
     from stamp_ros.srv import Segment
 
-    node = processes.start(*node_args(checkpoint), name="node")
-    wait_ready(ros_client, processes, node)
+    node = start_node(processes, ros_client, checkpoint)
     clients = [ros_client.node.create_client(Segment, SRV) for _ in range(2)]
     for client in clients:
         assert client.wait_for_service(timeout_sec=60)
@@ -157,8 +154,7 @@ def test_over_long_and_unknown_cases_get_clear_errors_and_the_conversation_survi
     from ros_client import wait_future
     from stamp_ros.srv import Segment
 
-    node = processes.start(*node_args(checkpoint, conversation_max_turns=2), name="node")
-    wait_ready(ros_client, processes, node)
+    node = start_node(processes, ros_client, checkpoint, conversation_max_turns=2)
     client = ros_client.node.create_client(Segment, SRV)
     assert client.wait_for_service(timeout_sec=60)
     frame = image_msg(make_frame(96, 64), stamp_sec=5)

@@ -18,10 +18,9 @@ from feature_helpers import (
     mask_bytes,
     set_ok,
     streaming,
-    wait_log,
     wait_until,
 )
-from node_harness import image_msg, make_frame, node_args, wait_ready
+from node_harness import image_msg, make_frame, start_node, wait_output
 
 pytestmark = pytest.mark.ros
 
@@ -46,10 +45,6 @@ def random_checkpoint(tmp_path_factory):
                                 answer=None)
 
 
-def start_node(processes, ros_client, checkpoint, **params):
-    proc = processes.start(*node_args(checkpoint, **params), name="node")
-    wait_ready(ros_client, processes, proc)
-    return proc
 
 
 # ------------------------------------------------------------------ continuous answer reuse
@@ -83,7 +78,7 @@ def test_continuous_mode_teacher_forces_between_regenerations(
     ros_client.wait_for_subscribers(img_pub)
     ros_client.wait_for_subscribers(query_pub)
     query_pub.publish(String(data=QUERY))
-    wait_log(processes, node, "tracking", timeout=30)
+    wait_output(processes, node, "tracking", timeout=30)
 
     frames = ["black", "blue", "blue", "blue", "black", "black", "black", "blue"]
     got, reused = [], []

@@ -19,13 +19,18 @@ from feature_helpers import (
     get_state,
     inline,
     make_test_checkpoint,
-    rss_mb,
     set_ok,
     set_params,
-    wait_log,
     wait_state,
 )
-from node_harness import SMALL_PIXELS, make_frame, node_args, wait_ready
+from node_harness import (
+    SMALL_PIXELS,
+    make_frame,
+    node_args,
+    rss_mb,
+    start_node,
+    wait_output,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -65,8 +70,7 @@ def test_deactivate_frees_the_model_and_reload_parameters_apply_on_activate(
 
     size = checkpoint_mb(big_checkpoint)
     assert size > 200, size
-    node = processes.start(*node_args(big_checkpoint), name="node")
-    wait_ready(ros_client, processes, node)
+    node = start_node(processes, ros_client, big_checkpoint)
     segment = Caller(ros_client)
     rgb = make_frame(320, 240, seed=5)
     large = 4 * SMALL_PIXELS
@@ -129,7 +133,7 @@ def test_unreachable_hub_model_is_one_log_line_and_errors_until_a_local_model(
     missing = "stamp-tests/not-on-this-machine"
     env = dict(processes.env, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
     node = processes.start(*node_args(missing), name="node", env=env)
-    wait_log(processes, node, "could not be loaded", timeout=120)
+    wait_output(processes, node, "could not be loaded", timeout=120)
     wait_state(ros_client, processes, node, "inactive")
     out = processes.output(node)
     naming = [line for line in out.splitlines() if missing in line]

@@ -19,10 +19,9 @@ from feature_helpers import (
     make_test_checkpoint,
     mask_bytes,
     set_params,
-    wait_log,
     wait_state,
 )
-from node_harness import SMALL_PIXELS, make_frame, node_args
+from node_harness import SMALL_PIXELS, make_frame, node_args, wait_output
 
 from stamp_ros.testing.sam import make_test_sam
 
@@ -54,7 +53,7 @@ def test_refine_sam_in_the_node(processes, ros_client, tmp_path):
 
     node = processes.start(*node_args(ckpt, refine="sam", sam_checkpoint=str(evil)),
                            name="node")
-    wait_log(processes, node, "could not be loaded", timeout=120)
+    wait_output(processes, node, "could not be loaded", timeout=120)
     wait_state(ros_client, processes, node, "inactive")
     segment = Caller(ros_client)
     rgb = make_frame()

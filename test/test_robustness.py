@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import image_msg, make_frame, node_args, wait_ready
+from node_harness import (
+    image_msg,
+    make_frame,
+    rss_mb,
+    start_node,
+    wait_output,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -44,23 +50,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def start_node(processes, ros_client, checkpoint: Path, env: dict[str, str] | None = None,
-               **params: Any):
-    proc = processes.start(*node_args(checkpoint, **params), name="node", env=env)
-    wait_ready(ros_client, processes, proc)
-    return proc
 
 
-def wait_output(processes, proc, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in processes.output(proc):
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited before {text!r}:\n"
-                                 + processes.output(proc)[-3000:])
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {text!r} after {timeout} s:\n"
-                                 + processes.output(proc)[-3000:])
-        time.sleep(0.1)
 
 
 def assert_alive(processes, proc) -> None:
@@ -124,10 +115,6 @@ def ask_on_frame(results: Any, img_pub: Any, query_pub: Any, frame: Any, query: 
             f"no answer on frame {frame.header.stamp.sec} within {timeout} s")
 
 
-def rss_mb(pid: int) -> float:
-    import psutil
-
-    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 # --------------------------------------------------------------------------------- 1. load
