@@ -6,11 +6,18 @@ A lifecycle node that configures and activates itself at start-up, so ``ros2 run
 is inactive gets an error result naming the reason instead of no answer at all, because a
 planner blocked on a call that never returns is worse than one told "inactive".
 
+The model runs in separate inference processes (:mod:`stamp_ros.inference`, one per entry of
+``devices``), started on activate and ended on deactivate (``free_on_deactivate``) or cleanup:
+a crash of the model (a CUDA error, an abort in a kernel, the OOM killer) costs the requests it
+was working on, answered with the reason, and a restart, never the node. This process keeps
+everything ROS and never imports torch.
+
 Callbacks never touch the model and never wait for it: frames are stored as they came off the
-wire, requests go to one :class:`InferenceWorker` thread that owns the model, and service and
-action callbacks are coroutines that yield their executor thread until the worker answers. What
-happens to a request on that thread is :mod:`stamp_ros.ros.pipeline`; 3D outputs are
-:mod:`stamp_ros.ros.objects3d`; counters are :mod:`stamp_ros.ros.diagnostics`.
+wire, requests go to the :class:`InferenceWorker` (one consumer thread per inference process),
+and service and action callbacks are coroutines that yield their executor thread until the
+worker answers. What happens to a request on a consumer thread is
+:mod:`stamp_ros.ros.pipeline`; 3D outputs are :mod:`stamp_ros.ros.objects3d`; counters are
+:mod:`stamp_ros.ros.diagnostics`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import gc
 import itertools
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -32,6 +40,9 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from stamp_ros.action import Segment as SegmentAction
+from stamp_ros.inference.pool import InferencePool
+from stamp_ros.inference.protocol import LoadSpec
+from stamp_ros.inference.proxy import InferenceProcess
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros.calls import SegmentCalls
 from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
@@ -40,7 +51,7 @@ from stamp_ros.ros.diagnostics import Stats, diagnostic_array, stats_line
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.param_descriptors import parameter_descriptor
 from stamp_ros.ros.params import BY_NAME, PARAMS, validate
-from stamp_ros.ros.pipeline import RequestPipeline, free_cuda_cache
+from stamp_ros.ros.pipeline import RequestPipeline
 from stamp_ros.ros.worker import InferenceWorker, Job
 from stamp_ros.srv import Segment
 
@@ -75,6 +86,12 @@ class StampNode(LifecycleNode):
         self._pipeline = RequestPipeline(self._param, self.get_logger(), ObjectLifter(self),
                                          self._stats, conversations)
         self._worker: InferenceWorker | None = None
+        self._pool: InferencePool | None = None
+        self._restarts = 0
+        self._last_failure = ""
+        self._process_events = SimpleNamespace(on_down=self._on_process_down,
+                                               on_up=self._on_process_up,
+                                               on_warm=self._on_process_warm)
         self._cameras: dict[str, Camera] = {}
         self._query_ids = itertools.count(1)
         self._calls = SegmentCalls(self, self._submit, self._pipeline.reject,
@@ -178,30 +195,40 @@ class StampNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """Load the model and start the inference thread (its warm-up runs there)."""
+        """Start the inference process(es), wait until the model is loaded in each (they warm
+        up on their own afterwards), and start serving."""
         try:
-            self._pipeline.segmenter = self._load_model()
+            pool = self._start_pool()
         except Exception as exc:  # a missing model must not kill the node: it answers errors
             self._pipeline.unavailable_reason = (
                 f"model {self._param('model')!r} could not be loaded: {exc}")
             self.get_logger().error(self._pipeline.unavailable_reason)
             return TransitionCallbackReturn.FAILURE
-        self._worker = InferenceWorker(self._pipeline.handle, self._pipeline.reject,
-                                       int(self._param("max_pending")), on_start=self._warmup)
+        names = list(self._cameras)
+        self._worker = InferenceWorker(
+            self._pipeline.handle, self._pipeline.reject, int(self._param("max_pending")),
+            lanes=pool.processes, pins={name: i for i, name in enumerate(names)})
+        for lane, proc in enumerate(pool.processes):  # died between loading and now
+            if proc.state != "ready":
+                self._worker.lane_down(lane, proc.last_failure, proc.state == "restarting")
         self._active = True
         self.get_logger().info(f"active: model {self._param('model')} ready")
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        """Stop the inference thread (waiting requests get error results) and free the model."""
+        """Stop serving (waiting requests get error results) and, with free_on_deactivate, end
+        the inference processes: every byte of the model and its caches is returned."""
         # The reason first: requests refused while the worker stops must not be told that the
         # node "has not been activated yet".
         self._pipeline.unavailable_reason = "the node is inactive (activate it to load the model)"
-        self._stop_serving("the node was deactivated")
+        self._stop_serving("the node was deactivated",
+                           free=bool(self._param("free_on_deactivate")))
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        """Destroy every topic, the service and the action (configure creates them again)."""
+        """End the inference processes (if deactivate kept them) and destroy every topic, the
+        service and the action (configure creates them again)."""
+        self._close_pool()
         self._destroy_entities()
         return TransitionCallbackReturn.SUCCESS
 
@@ -217,16 +244,22 @@ class StampNode(LifecycleNode):
         already gone and no transition can run."""
         self._stop_serving("the node is shutting down")
 
-    def _stop_serving(self, reason: str) -> None:
+    def _stop_serving(self, reason: str, free: bool = True) -> None:
         self._active = False
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(reason)
-        self._pipeline.segmenter = None
+        if free:
+            self._close_pool()
         for camera in self._cameras.values():
             camera.answer_reuse.clear()
         gc.collect()
-        free_cuda_cache()
+
+    def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            self.get_logger().info("inference processes ended")
 
     def _destroy_entities(self) -> None:
         self._pipeline.publishing = False
@@ -250,34 +283,79 @@ class StampNode(LifecycleNode):
         self._diagnostics_pub = self._service = self._action_server = None
         self._stats_timer = self._wake = self._calls.wake = None
 
-    def _load_model(self) -> Any:
-        from stamp_ros.engine.segmenter import StampSegmenter
-
-        t0 = time.monotonic()
+    def _load_spec(self) -> tuple[LoadSpec, list[str], int]:
+        """What the inference processes load (the [reload] parameters), on which devices, with
+        how many threads each."""
         refine = self._param("refine")
-        segmenter = StampSegmenter.from_pretrained(
-            self._param("model"), device=self._param("device"), dtype=self._param("dtype"),
+        device = str(self._param("device"))
+        spec = LoadSpec(
+            model=str(self._param("model")), device=device, dtype=self._param("dtype"),
             min_pixels=self._param("min_pixels"), max_pixels=self._param("max_pixels"),
             max_new_tokens=self._param("max_new_tokens"),
             mask_upsample=self._param("mask_upsample"),
             refine=None if refine == "none" else refine,
             sam_checkpoint=self._param("sam_checkpoint") or None,
             system_prompt=self._param("system_prompt"))
-        self.get_logger().info(f"loaded {self._param('model')} in {time.monotonic() - t0:.1f} s")
-        return segmenter
+        devices = [str(d).strip() or device for d in self._param("devices")] or [device]
+        return spec, devices, int(self._param("inference_threads"))
 
-    def _warmup(self) -> None:
-        """First-request latency (kernel selection, allocator growth, lazy init) is paid here,
-        on the worker thread, before the first queued request; a failure only costs speed."""
-        segmenter = self._pipeline.segmenter
-        if segmenter is None:
+    def _start_pool(self) -> InferencePool:
+        """The running pool when deactivate kept one for the same model, else a new one."""
+        spec, devices, threads = self._load_spec()
+        pool = self._pool
+        if pool is not None:
+            same = (pool.spec, pool.devices, pool.threads) == (spec, devices, threads)
+            if same and all(p.state == "ready" for p in pool.processes):
+                self._apply_live_settings(pool)
+                return pool
+            self._close_pool()
+        t0 = time.monotonic()
+        pool = InferencePool(spec, devices, threads, listener=self._process_events)
+        pool.start()
+        self._pool = pool
+        self.get_logger().info(
+            f"loaded {spec.model} in {time.monotonic() - t0:.1f} s in "
+            f"{len(devices)} inference process(es): {pool.describe()}")
+        return pool
+
+    def _apply_live_settings(self, pool: InferencePool) -> None:
+        for proc in pool.processes:
+            for name in ("system_prompt", "max_new_tokens", "mask_upsample"):
+                setattr(proc, name, self._param(name))
+
+    # ------------------------------------------------------------------ inference processes
+    # Called on the processes' reader threads.
+    def _on_process_down(self, proc: InferenceProcess, reason: str, restarting: bool) -> None:
+        """A process ended: stop feeding it (with no process left, what waits gets ``reason``);
+        count a crash for /diagnostics."""
+        if proc.state == "closed":
             return
-        try:
-            t0 = time.monotonic()
-            segmenter.warmup()
-            self.get_logger().info(f"warm-up done in {time.monotonic() - t0:.1f} s")
-        except Exception as exc:
-            self.get_logger().warning(f"model warm-up failed: {exc}")
+        if restarting:
+            self._restarts += 1
+        self._last_failure = reason
+        self.get_logger().error(f"inference process {proc.label} ({proc.device}, pid "
+                                f"{proc.pid}): {reason}")
+        worker = self._worker
+        if worker is not None:
+            worker.lane_down(int(proc.label), reason, coming_back=restarting)
+
+    def _on_process_up(self, proc: InferenceProcess) -> None:
+        """A restarted process has loaded the model: it serves again."""
+        worker = self._worker
+        if worker is not None:
+            self.get_logger().info(f"inference process {proc.label} ({proc.device}, pid "
+                                   f"{proc.pid}) serves again after restart {proc.restarts}")
+            worker.lane_up(int(proc.label))
+
+    def _on_process_warm(self, proc: InferenceProcess, times_ms: dict[str, float],
+                         error: str) -> None:
+        """First-request latency (kernel selection, allocator growth, lazy init) is paid by
+        the warm-up in the process right after loading; a failure only costs speed."""
+        if error:
+            self.get_logger().warning(f"model warm-up failed: {error}")
+        else:
+            self.get_logger().info(f"warm-up done in {sum(times_ms.values()) / 1000.0:.1f} s "
+                                   f"(inference process {proc.label})")
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
@@ -293,12 +371,11 @@ class StampNode(LifecycleNode):
                     successful=False,
                     reason=f"{param.name} is read when the model loads: deactivate the node, "
                     "set it, then activate (the model is reloaded)")
+        pool = self._pool
         for param in params:
-            segmenter = self._pipeline.segmenter
-            if param.name == "system_prompt" and segmenter is not None:
-                segmenter.system_prompt = param.value
-            if param.name in ("max_new_tokens", "mask_upsample") and segmenter is not None:
-                setattr(segmenter, param.name, param.value)
+            if param.name in ("system_prompt", "max_new_tokens", "mask_upsample"):
+                for proc in pool.processes if pool is not None else []:
+                    setattr(proc, param.name, param.value)
             if param.name == "mode":
                 for camera in self._cameras.values():
                     camera.track("")
@@ -354,9 +431,16 @@ class StampNode(LifecycleNode):
         snap["queue_depth"] = worker.depth if worker else 0
         snap["dropped_frames"] = worker.dropped_frames if worker else 0
         snap["rejected_requests"] = worker.rejected if worker else 0
+        pool = self._pool
+        snap["inference_processes"] = pool.describe() if pool is not None else "none"
+        snap["inference_restarts"] = self._restarts
+        snap["inference_last_failure"] = self._last_failure
         self.get_logger().info(stats_line(snap))
+        down = None if self._active else self._pipeline.unavailable_reason
+        if down is None and pool is not None and all(
+                p.state != "ready" for p in pool.processes):
+            down = f"no inference process serves: {self._last_failure}"
         if self._diagnostics_pub is not None:
             self._diagnostics_pub.publish(diagnostic_array(
                 f"{self.get_name()}: stamp inference", str(self._param("model")), snap,
-                self.get_clock().now().to_msg(),
-                None if self._active else self._pipeline.unavailable_reason))
+                self.get_clock().now().to_msg(), down))

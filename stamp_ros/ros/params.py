@@ -9,6 +9,7 @@ defaults (model, pixel range, answer length, system prompt) are taken from the t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,12 @@ PARAMS: tuple[Param, ...] = (
           "PEFT LoRA adapter such as JiaZL/STAMP-7B-lora)", reload=True),
     Param("device", "auto", "where the model runs: auto (cuda when available), cuda, cuda:N, cpu",
           reload=True),
+    Param("devices", [""], "one inference process per entry, each with its own copy of the "
+          "model (e.g. [\"cuda:0\", \"cuda:1\"]); requests go to the least busy one, each "
+          "continuous camera to one; \"\" = device", reload=True),
+    Param("inference_threads", 0, "CPU threads of each inference process; 0 = all cores but "
+          "one (shared by the processes) so that the node's intake keeps a core", min_value=0,
+          max_value=1024, reload=True),
     Param("dtype", "auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32",
           choices=("auto", "bf16", "fp16", "fp32"), reload=True),
     Param("min_pixels", DEFAULT_MIN_PIXELS, "smallest resized image area (Qwen2-VL processor)",
@@ -65,6 +72,8 @@ PARAMS: tuple[Param, ...] = (
           "result", min_value=0.0),
     Param("max_pending", 4, "requests that may wait for the model; more are answered with an "
           "error result", min_value=1, max_value=1000, reload=True),
+    Param("free_on_deactivate", True, "deactivate ends the inference processes, returning "
+          "all their memory (GPU included); false keeps the model loaded for a fast activate"),
     Param("cameras", [""], "camera names served by this one model; \"\" = one camera on "
           "image/query/depth/camera_info with outputs ~/result...; [\"front\", \"wrist\"] = "
           "front/image, front/query, ... -> ~/front/result, ...", reload=True),
@@ -92,6 +101,9 @@ PARAMS: tuple[Param, ...] = (
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 
+DEVICE_RE = re.compile(r"^(|auto|cpu|cuda(:\d+)?)$")
+"""An entry of ``devices``: "" (the ``device`` parameter), auto, cpu, cuda or cuda:N."""
+
 
 def validate(name: str, value: Any) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name``, or None when it is."""
@@ -107,4 +119,9 @@ def validate(name: str, value: Any) -> str | None:
             return f"{name} must be <= {spec.max_value:g}, got {value}"
     if name == "model" and not str(value).strip():
         return "model must name a hub id or a local directory"
+    if name == "devices":
+        bad = [d for d in value if not DEVICE_RE.match(str(d).strip())]
+        if bad or not len(value):
+            return ("devices must list one or more of \"\" (= device), auto, cpu, cuda, "
+                    f"cuda:N; got {list(value)!r}")
     return None

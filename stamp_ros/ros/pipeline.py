@@ -11,6 +11,7 @@ with the request's camera, so the rules are unit-tested by calling :meth:`handle
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +21,8 @@ from std_msgs.msg import String
 
 from stamp_ros.engine.errors import EngineError, InferenceCancelled
 from stamp_ros.engine.prompt import query_refusal
+from stamp_ros.inference.errors import describe_failure
 from stamp_ros.msg import Segmentation
-from stamp_ros.ros import faults
 from stamp_ros.ros.camera import Camera, as_message
 from stamp_ros.ros.compressed import compressed_msg_to_rgb
 from stamp_ros.ros.conversations import Conversation, ConversationStore
@@ -42,20 +43,12 @@ def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line for an unexpected engine failure; CUDA OOM says the node keeps serving."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "out of memory" in str(exc).lower():
-        return f"CUDA out of memory: {text[:300]} (request dropped, the node keeps serving)"
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
 def free_cuda_cache() -> None:
-    """Give cached CUDA blocks back after a failure or a model release (no-op without CUDA)."""
+    """Give cached CUDA blocks back after a failure or a model release (no-op without CUDA, and
+    without torch loaded: a node whose model runs in an inference process never imports it)."""
     with contextlib.suppress(Exception):
-        import torch
-
-        if torch.cuda.is_available():
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
@@ -123,7 +116,7 @@ class RequestPipeline:
             rgb = (compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else image_msg_to_rgb(msg))
             convert_ms = _ms(time.monotonic() - t_start)
-            segmenter = self.segmenter
+            segmenter = job.segmenter if job.segmenter is not None else self.segmenter
             if segmenter is None:
                 raise EngineError(self.unavailable_reason)
             camera: Camera = job.camera
@@ -132,7 +125,7 @@ class RequestPipeline:
             # Earlier turns stay with a conversation that moves to a new frame.
             history = self.conversations.history(conversation) if conversation else None
             result = segmenter.segment(
-                rgb, job.query, history, progress=faults.inject(job.query, job.progress),
+                rgb, job.query, history, progress=job.progress,
                 should_cancel=job.cancelled, forced_answer_ids=forced,
                 image_in_first_turn=bool(job.conversation))
             turn = self._record_turn(job, conversation, pinned, msg, frame_age_s, segmenter,

@@ -1,0 +1,183 @@
+"""The inference process: ``python -m stamp_ros.inference.process CONN_FD LIFELINE_FD``.
+
+Started by :class:`stamp_ros.inference.proxy.InferenceProcess`, never by hand. It owns the
+model and everything that lives with it (the :class:`StampSegmenter`, the SAM refiner, the frame
+prefix cache, CUDA state) and runs one request at a time on its main thread:
+
+1. receive a :class:`LoadSpec`, set the thread budget, load, report :class:`Loaded` (or
+   :class:`LoadFailed` and exit), warm up, report :class:`WarmedUp`;
+2. for each :class:`SegmentRequest`: map the named slot, run the engine on the frame in it
+   (progress sent back when asked for, the slot's cancel flag polled every few decode steps),
+   write the masks into the slot and reply :class:`Done`, or :class:`Failed` with the reason;
+3. exit on :class:`Stop`, when the node closes the pipe, or when the node dies: a thread
+   blocks on the lifeline pipe, whose other end only the node holds, and ends the process when
+   it reads end-of-file, so a model is never left behind holding a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from stamp_ros.inference import faults
+from stamp_ros.inference.errors import describe_failure
+from stamp_ros.inference.protocol import (
+    Done,
+    Failed,
+    InstanceMeta,
+    Loaded,
+    LoadFailed,
+    LoadSpec,
+    Progress,
+    SegmentRequest,
+    Stop,
+    WarmedUp,
+    WarmupRequest,
+)
+from stamp_ros.inference.slots import SlotMaps, cancelled, frame_view, write_masks
+
+log = logging.getLogger("stamp_ros.inference")
+
+
+def _watch_lifeline(fd: int) -> None:
+    """End the process when the node is gone (the read returns end-of-file)."""
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def apply_thread_budget(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _free_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Server:
+    """The request loop around one loaded segmenter."""
+
+    def __init__(self, conn: Connection, segmenter) -> None:
+        self.conn = conn
+        self.segmenter = segmenter
+        self.slots = SlotMaps()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):  # the node closed the pipe
+                break
+            if isinstance(msg, Stop):
+                break
+            if isinstance(msg, SegmentRequest):
+                self.conn.send(self.segment(msg))
+            elif isinstance(msg, WarmupRequest):
+                self.conn.send(self.warmup(msg.rid, msg.size_hw))
+        self.slots.close()
+
+    def warmup(self, rid: int, size_hw: tuple[int, int] = (64, 64)) -> WarmedUp:
+        try:
+            return WarmedUp(rid, self.segmenter.warmup(size_hw))
+        except Exception as exc:
+            log.warning("warm-up failed: %s", describe_failure(exc))
+            return WarmedUp(rid, {}, describe_failure(exc))
+
+    def segment(self, req: SegmentRequest) -> Done | Failed:
+        from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
+
+        seg = self.segmenter
+        seg.max_new_tokens = req.settings.max_new_tokens
+        seg.mask_upsample = req.settings.mask_upsample
+        seg.system_prompt = req.settings.system_prompt
+        mapping = self.slots.get(req.slot)
+        buf = mapping.buf
+        image = req.inline_image if req.inline_image is not None else frame_view(buf, req.shape)
+        send = self.conn.send
+        report = (lambda stage, text: send(Progress(req.rid, stage, text))) if req.progress \
+            else None
+        t0 = time.perf_counter()
+        try:
+            result = seg.segment(
+                image, req.query, req.history,
+                progress=faults.inject(req.query, report),
+                should_cancel=lambda: cancelled(buf),
+                forced_answer_ids=req.forced_answer_ids,
+                image_in_first_turn=req.image_in_first_turn,
+                frame_key=req.frame_key, path=req.path)
+        except InferenceCancelled as exc:
+            return Failed(req.rid, "cancelled", str(exc))
+        except InputError as exc:
+            return Failed(req.rid, "input", str(exc))
+        except EngineError as exc:
+            return Failed(req.rid, "engine", str(exc))
+        except ValueError as exc:
+            return Failed(req.rid, "value", str(exc))
+        except Exception as exc:  # CUDA OOM and anything unexpected: report, keep serving
+            log.error("inference failed: %s", describe_failure(exc), exc_info=True)
+            _free_cuda_cache()
+            return Failed(req.rid, "unexpected", describe_failure(exc))
+        finally:
+            del image  # no view into the slot may outlive the request
+        engine_ms = (time.perf_counter() - t0) * 1000.0
+        layout = write_masks([inst.mask for inst in result.instances], buf)
+        return Done(
+            rid=req.rid, text=result.text,
+            instances=[InstanceMeta(i.grid, i.logits, i.bbox, i.area, i.score)
+                       for i in result.instances],
+            masks=layout, image_size=result.image_size, grid_size=result.grid_size,
+            timings_ms=result.timings_ms, token_ids=list(result.token_ids),
+            history_text=seg.history_answer(result), engine_ms=engine_ms)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    conn_fd, lifeline_fd = int(argv[0]), int(argv[1])
+    # Ctrl-C in a terminal reaches the whole process group: the node decides when this process
+    # ends (Stop, or its lifeline), after answering what it still owes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="[%(levelname)s] [stamp_ros.inference %(process)d]: %(message)s")
+    threading.Thread(target=_watch_lifeline, args=(lifeline_fd,), daemon=True,
+                     name="lifeline").start()
+    conn = Connection(conn_fd)
+    try:
+        spec: LoadSpec = conn.recv()
+    except (EOFError, OSError):
+        return 0
+    t0 = time.monotonic()
+    try:
+        apply_thread_budget(spec.threads)
+        from stamp_ros.engine.segmenter import StampSegmenter
+
+        segmenter = StampSegmenter.from_pretrained(spec.model, **spec.segmenter_options())
+    except Exception as exc:  # the node reports it (one line naming the model)
+        conn.send(LoadFailed(str(exc) or type(exc).__name__))
+        return 1
+    import torch
+
+    conn.send(Loaded(os.getpid(), str(segmenter.device), torch.get_num_threads(),
+                     time.monotonic() - t0))
+    server = Server(conn, segmenter)
+    if spec.warmup:
+        conn.send(server.warmup(0))
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
