@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,36 @@ def rss_mb(pid: int) -> float:
     import psutil
 
     return psutil.Process(pid).memory_info().rss / 2**20
+
+
+INFERENCE_MODULE = "stamp_ros.inference.process"
+
+
+def inference_processes(pid: int) -> list:
+    """The node's inference processes (psutil.Process), oldest first."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if INFERENCE_MODULE in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return sorted(found, key=lambda p: p.create_time())
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of the node and every process it started (its inference processes), in
+    MiB: where the model's memory is, wherever it lives."""
+    import psutil
+
+    total = 0.0
+    node = psutil.Process(pid)
+    for proc in (node, *node.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / 2**20
 
 def make_long_answer_checkpoint(directory: Path, words: int) -> Path:
     """A test checkpoint that writes ``words`` tokens and then one ``<|seg|>`` for any input.

@@ -4,7 +4,8 @@ activate", memory stays bounded over many cycles, and a model the hub cannot giv
 line and error results until a usable model is activated.
 
 The memory test uses a checkpoint of a few hundred MB, so that the drop on ``deactivate`` is far
-above the noise of the node's resident memory.
+above the noise of resident memory. The model lives in the node's inference process: memory is
+measured over the node and its children, and deactivate must end that process.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from feature_helpers import (
 )
 from node_harness import (
     SMALL_PIXELS,
+    inference_processes,
     make_frame,
     node_args,
     rss_mb,
     start_node,
+    tree_rss_mb,
     wait_output,
 )
 
@@ -85,7 +88,9 @@ def test_deactivate_frees_the_model_and_reload_parameters_apply_on_activate(
 
     res = ask(1)
     assert (res.grid_height, res.grid_width) == small_grid
-    rss_active = rss_mb(node.pid)
+    rss_active = tree_rss_mb(node.pid)
+    node_active = rss_mb(node.pid)
+    (model_proc,) = inference_processes(node.pid)
 
     # A reload parameter is refused while active, and the model in use is unchanged.
     (refused,) = set_params(ros_client, max_pixels=large)
@@ -93,7 +98,8 @@ def test_deactivate_frees_the_model_and_reload_parameters_apply_on_activate(
 
     assert change_state(ros_client, Transition.TRANSITION_DEACTIVATE)
     assert get_state(ros_client) == "inactive"
-    rss_inactive = rss_mb(node.pid)
+    assert not model_proc.is_running() and inference_processes(node.pid) == []
+    rss_inactive = tree_rss_mb(node.pid)
     res = segment(image=inline(rgb, stamp_sec=2))
     assert not res.success and "inactive" in res.error, res.error
     assert rss_active - rss_inactive > 0.7 * size, (
@@ -104,7 +110,8 @@ def test_deactivate_frees_the_model_and_reload_parameters_apply_on_activate(
     assert change_state(ros_client, Transition.TRANSITION_ACTIVATE)
     res = ask(3)
     assert (res.grid_height, res.grid_width) == large_grid, "max_pixels set while inactive"
-    rss_reloaded = rss_mb(node.pid)
+    rss_reloaded = tree_rss_mb(node.pid)
+    assert node_active - rss_mb(node.pid) < size / 4, "the model is in the node's own process"
     assert rss_reloaded - rss_inactive > 0.7 * size, (
         f"activate loaded only {rss_reloaded - rss_inactive:.0f} MB of a {size:.0f} MB model")
 
@@ -115,7 +122,7 @@ def test_deactivate_frees_the_model_and_reload_parameters_apply_on_activate(
         assert change_state(ros_client, Transition.TRANSITION_DEACTIVATE)
         assert change_state(ros_client, Transition.TRANSITION_ACTIVATE)
         ask(10 + i)
-        after.append(rss_mb(node.pid))
+        after.append(tree_rss_mb(node.pid))
     growth = max(after) - rss_reloaded
     print(f"\n[lifecycle] model {size:.0f} MB; RSS active {rss_active:.0f}, inactive "
           f"{rss_inactive:.0f}, reloaded {rss_reloaded:.0f}, after {CYCLES} more cycles "

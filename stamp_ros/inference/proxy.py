@@ -253,7 +253,7 @@ class InferenceProcess:
                     self._state = "ready"
                 self.pid, self.device, self.threads = msg.pid, msg.device, msg.threads
                 self._cond.notify_all()
-            log.info("inference process %s (pid %d, %s, %d threads) loaded the model in "
+            log.debug("inference process %s (pid %d, %s, %d threads) loaded the model in "
                      "%.1f s", self.label, msg.pid, msg.device, msg.threads, msg.load_s)
             if listener is not None:
                 listener.on_up(self)
@@ -289,8 +289,8 @@ class InferenceProcess:
                 self.restarts += 1
                 self.last_failure, self.last_failure_at = reason, time.monotonic()
             self._cond.notify_all()
-        if state != "closed":
-            log.error("inference process %s (pid %s, %s): %s", self.label, self.pid,
+        if state != "closed":  # the owner reports it (the listener); logged here for debugging
+            log.debug("inference process %s (pid %s, %s): %s", self.label, self.pid,
                       self.device, reason)
         # Listener first: the owner stops feeding this process before the calls it owed
         # return, so nothing else is handed to it while it restarts.
@@ -338,7 +338,12 @@ class InferenceProcess:
         t0 = time.perf_counter()
         standard = (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                     and image.dtype == np.uint8 and image.size > 0)
-        slot = self._ring.acquire()
+        self._refuse_if_down()
+        try:
+            slot = self._ring.acquire()
+        except RuntimeError:  # closed meanwhile
+            self._refuse_if_down()
+            raise
         try:
             if standard:
                 slot.write_frame(image)
@@ -381,6 +386,15 @@ class InferenceProcess:
             raise TypeError("history_answer needs a result of this inference process")
         return result.history_text
 
+    def _refuse_if_down(self) -> None:
+        with self._cond:
+            self._refuse_if_down_locked()
+
+    def _refuse_if_down_locked(self) -> None:
+        if self._state in ("failed", "closed", "new"):
+            raise EngineError(self.failure or f"inference process {self.label} is "
+                              f"{'not started' if self._state == 'new' else self._state}")
+
     def _call(self, req: Any, slot: Slot | None, progress: Callable[[str, str], None] | None,
               should_cancel: Callable[[], bool] | None) -> Any:
         call = _Call(slot)
@@ -389,9 +403,7 @@ class InferenceProcess:
         with self._cond:
             while self._state in ("starting", "restarting"):
                 self._cond.wait()
-            if self._state != "ready":
-                raise EngineError(self.failure or f"inference process {self.label} is "
-                                  f"{self._state}")
+            self._refuse_if_down_locked()
             self._calls[req.rid] = call
             conn = self._conn
         try:

@@ -328,16 +328,15 @@ class StampNode(LifecycleNode):
     def _on_process_down(self, proc: InferenceProcess, reason: str, restarting: bool) -> None:
         """A process ended: stop feeding it (with no process left, what waits gets ``reason``);
         count a crash for /diagnostics."""
-        if proc.state == "closed":
+        worker = self._worker
+        if worker is None or proc.state == "closed":  # activate or deactivate reports it
             return
         if restarting:
             self._restarts += 1
         self._last_failure = reason
         self.get_logger().error(f"inference process {proc.label} ({proc.device}, pid "
                                 f"{proc.pid}): {reason}")
-        worker = self._worker
-        if worker is not None:
-            worker.lane_down(int(proc.label), reason, coming_back=restarting)
+        worker.lane_down(int(proc.label), reason, coming_back=restarting)
 
     def _on_process_up(self, proc: InferenceProcess) -> None:
         """A restarted process has loaded the model: it serves again."""

@@ -1,0 +1,409 @@
+"""The model in its own process (stamp_ros.inference), without ROS: the proxy answers exactly as
+the engine does in-process, streams progress, cancels, maps errors, survives the process dying,
+and leaves nothing behind when closed.
+
+Real parts throughout: tiny real STAMP checkpoints, real child processes, real shared memory.
+Every wait is on an observable event (a reply, a listener call, a process exit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from node_harness import SMALL_PIXELS, make_frame, make_long_answer_checkpoint
+
+from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
+from stamp_ros.inference import InferenceProcessDied, LoadSpec
+from stamp_ros.inference.pool import InferencePool, thread_budget
+from stamp_ros.inference.protocol import MaskLayout
+from stamp_ros.inference.proxy import InferenceProcess
+from stamp_ros.inference.slots import DATA_OFFSET, SlotRing, read_masks, write_masks
+
+ANSWER = "Sure, it is here: <|seg|>"
+FIVE = "first <|seg|> second <|seg|> third <|seg|> fourth <|seg|> fifth <|seg|>"
+LONG_WORDS = 300
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spec(checkpoint: Path, **options: Any) -> LoadSpec:
+    values = dict(model=str(checkpoint), device="cpu", min_pixels=SMALL_PIXELS,
+                  max_pixels=SMALL_PIXELS, max_new_tokens=24, threads=1)
+    values.update(options)
+    return LoadSpec(**values)
+
+
+class Events:
+    """A listener that records what it hears and lets a test wait for it."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+        self._cond = threading.Condition()
+
+    def on_down(self, proc: InferenceProcess, reason: str, restarting: bool) -> None:
+        self._add(("down", (reason, restarting)))
+
+    def on_up(self, proc: InferenceProcess) -> None:
+        self._add(("up", proc.pid))
+
+    def on_warm(self, proc: InferenceProcess, times_ms: dict, error: str) -> None:
+        self._add(("warm", error))
+
+    def _add(self, item: tuple[str, Any]) -> None:
+        with self._cond:
+            self.log.append(item)
+            self._cond.notify_all()
+
+    def wait(self, kind: str, count: int = 1, timeout: float = 120.0) -> list[Any]:
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: sum(k == kind for k, _ in self.log) >= count, timeout)
+            assert ok, f"no {count} x {kind!r} within {timeout} s: {self.log}"
+            return [v for k, v in self.log if k == kind]
+
+
+def fault_env() -> dict[str, str]:
+    return dict(os.environ, STAMP_ROS_FAULT_INJECTION="1")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
+
+    return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", answer=ANSWER)
+
+
+@pytest.fixture(scope="module")
+def five_checkpoint(tmp_path_factory) -> Path:
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
+
+    return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "five", answer=FIVE)
+
+
+@pytest.fixture(scope="module")
+def long_checkpoint(tmp_path_factory) -> Path:
+    return make_long_answer_checkpoint(tmp_path_factory.mktemp("ckpt") / "long", LONG_WORDS)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint) -> Any:
+    from stamp_ros.engine.segmenter import StampSegmenter
+
+    return StampSegmenter.from_pretrained(str(checkpoint), **spec(checkpoint).segmenter_options())
+
+
+@pytest.fixture(scope="module")
+def served(checkpoint):
+    """One process with fault injection on, shared by the tests that do not end it."""
+    proc = InferenceProcess(spec(checkpoint), env=fault_env(), listener=Events())
+    proc.start()
+    proc.listener.wait("warm")
+    yield proc
+    proc.close()
+
+
+def assert_same(remote: Any, local: Any) -> None:
+    assert remote.text == local.text and remote.token_ids == local.token_ids
+    assert remote.grid_size == local.grid_size and remote.image_size == local.image_size
+    assert len(remote.instances) == len(local.instances) > 0
+    for a, b in zip(remote.instances, local.instances, strict=True):
+        np.testing.assert_array_equal(a.grid, b.grid)
+        np.testing.assert_array_equal(a.logits, b.logits)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert a.mask.dtype == b.mask.dtype == np.uint8
+        assert (a.bbox, a.area, a.score) == (b.bbox, b.area, b.score)
+
+
+# ------------------------------------------------------------------ same answers as in-process
+@pytest.mark.parametrize("size", [(97, 61), (640, 480), (1920, 1080), (320, 240)])
+def test_results_equal_the_engine_in_process(served, engine, size):
+    """Frames of growing and shrinking sizes (the slots grow and the process follows)."""
+    rgb = make_frame(*size, seed=size[0])
+    stages: list[str] = []
+    remote = served.segment(rgb, "segment the square", progress=lambda s, t: stages.append(s))
+    local_stages: list[str] = []
+    local = engine.segment(rgb, "segment the square",
+                           progress=lambda s, t: local_stages.append(s))
+    assert_same(remote, local)
+    assert stages == local_stages and stages[-1] == "done"
+    assert served.history_answer(remote) == engine.history_answer(local)
+    assert remote.hop_ms >= 0.0
+
+
+def test_conversation_turns_and_forced_answers_equal_the_engine(served, engine):
+    rgb = make_frame(160, 120, seed=3)
+    first = engine.segment(rgb, "segment the square", image_in_first_turn=True)
+    history = [("segment the square", engine.history_answer(first))]
+    remote = served.segment(rgb, "and the other one?", history, image_in_first_turn=True)
+    local = engine.segment(rgb, "and the other one?", history, image_in_first_turn=True)
+    assert_same(remote, local)
+    forced = served.segment(rgb, "segment the square", forced_answer_ids=first.token_ids)
+    assert_same(forced, engine.segment(rgb, "segment the square",
+                                       forced_answer_ids=first.token_ids))
+
+
+def test_live_settings_travel_with_each_request(served, engine):
+    rgb = make_frame(160, 120, seed=4)
+    try:
+        served.max_new_tokens, engine.max_new_tokens = 3, 3
+        served.mask_upsample, engine.mask_upsample = "bilinear", "bilinear"
+        remote = served.segment(rgb, "segment the square")
+        local = engine.segment(rgb, "segment the square")
+        assert len(remote.token_ids) == 3
+        assert remote.text == local.text and remote.token_ids == local.token_ids
+    finally:
+        served.max_new_tokens, engine.max_new_tokens = 24, 24
+        served.mask_upsample, engine.mask_upsample = "nearest", "nearest"
+
+
+def test_more_masks_than_the_slot_holds_as_bytes_come_back_packed(five_checkpoint):
+    """Five masks of a 64x48 frame need 15360 bytes as uint8; a slot of 8 KiB data holds them
+    only as bits."""
+    from stamp_ros.engine.segmenter import StampSegmenter
+
+    local = StampSegmenter.from_pretrained(str(five_checkpoint),
+                                           **spec(five_checkpoint).segmenter_options())
+    proc = InferenceProcess(spec(five_checkpoint, warmup=False))
+    proc.start()
+    try:
+        for size in ((64, 48), (160, 120)):
+            rgb = make_frame(*size, seed=7)
+            assert_same(proc.segment(rgb, "segment them"), local.segment(rgb, "segment them"))
+            assert len(local.segment(rgb, "segment them").instances) == 5
+    finally:
+        proc.close()
+
+
+def test_mask_layouts_round_trip_exactly():
+    rng = np.random.default_rng(0)
+    masks = [(rng.random((37, 53)) > 0.5).astype(np.uint8) for _ in range(4)]
+    for room, kind in ((4 * 37 * 53, "u8"), (4 * 37 * 53 // 4, "bits"), (100, "inline")):
+        buf = memoryview(bytearray(DATA_OFFSET + room))
+        layout = write_masks(masks, buf)
+        assert layout.kind == kind
+        if kind != "inline":  # only the layout goes over the pipe
+            layout = MaskLayout(layout.kind, layout.count, layout.shape)
+        back = read_masks(layout, buf)
+        buf[:] = bytes(len(buf))  # the slot's next request: the masks read must be copies
+        assert len(back) == 4
+        for a, b in zip(back, masks, strict=True):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == np.uint8
+    assert write_masks([], memoryview(bytearray(DATA_OFFSET))).kind == "none"
+
+
+def test_slot_ring_lends_grows_and_unlinks():
+    ring = SlotRing(2)
+    a, b = ring.acquire(), ring.acquire()
+    assert a is not b
+    name = a.shm.name
+    a.write_frame(make_frame(1920, 1080))
+    assert a.shm.name != name and a.capacity >= 1920 * 1080 * 3
+    assert not os.path.exists(f"/dev/shm/{name}"), "the outgrown segment was not unlinked"
+    ring.release(a)
+    assert ring.acquire() is a
+    names = ring.names
+    assert all(os.path.exists(f"/dev/shm/{n}") for n in names)
+    ring.close()
+    assert not any(os.path.exists(f"/dev/shm/{n}") for n in names)
+
+
+# ------------------------------------------------------------------ errors, progress, cancel
+def test_bad_input_is_refused_with_the_engine_words(served, engine):
+    for image, query in ((np.zeros((4, 4), np.uint8), "segment"),
+                         (np.zeros((8, 8, 3), np.float32), "segment"),
+                         ("not an image", "segment"),
+                         (make_frame(64, 48), "   "),
+                         (make_frame(64, 48), "look <|image_pad|> here")):
+        with pytest.raises(InputError) as remote:
+            served.segment(image, query)
+        with pytest.raises(InputError) as local:
+            engine.segment(image, query)
+        assert str(remote.value) == str(local.value)
+    with pytest.raises(InputError, match="invalid ids"):
+        served.segment(make_frame(64, 48), "segment", forced_answer_ids=[-5])
+    assert served.segment(make_frame(64, 48), "segment the square").instances
+
+
+def test_injected_failures_are_errors_and_the_process_keeps_serving(served):
+    pid = served.pid
+    rgb = make_frame(96, 64)
+    with pytest.raises(EngineError, match="injected failure"):
+        served.segment(rgb, "[[raise]] segment")
+    with pytest.raises(EngineError, match=r"CUDA out of memory.*keeps serving"):
+        served.segment(rgb, "[[oom]] segment")
+    assert served.segment(rgb, "segment the square").instances
+    assert served.pid == pid and served.restarts == 0
+
+
+def test_a_progress_callback_that_raises_ends_the_request_with_its_exception(served):
+    class Stop(Exception):
+        pass
+
+    def progress(stage: str, text: str) -> None:
+        if stage == "vision":
+            raise Stop("planner went away")
+
+    with pytest.raises(Stop, match="planner went away"):
+        served.segment(make_frame(96, 64), "segment the square", progress=progress)
+    assert served.segment(make_frame(96, 64), "segment the square").instances
+
+
+def test_cancel_before_and_during_decoding(long_checkpoint):
+    proc = InferenceProcess(spec(long_checkpoint, max_new_tokens=LONG_WORDS + 20,
+                                 warmup=False))
+    proc.start()
+    try:
+        rgb = make_frame(96, 64)
+        with pytest.raises(InferenceCancelled, match="cancelled before preprocess"):
+            proc.segment(rgb, "segment", should_cancel=lambda: True)
+        decoded: list[str] = []
+        with pytest.raises(InferenceCancelled, match="cancelled during decoding"):
+            proc.segment(rgb, "segment", progress=lambda s, t: decoded.append(s) if s ==
+                         "decode" else None, should_cancel=lambda: len(decoded) >= 2)
+        assert 2 <= len(decoded) < LONG_WORDS, len(decoded)
+        full = proc.segment(rgb, "segment")
+        assert full.text.endswith(f"w{LONG_WORDS - 1}") and full.instances
+    finally:
+        proc.close()
+
+
+# ------------------------------------------------------------------ the process dies
+@pytest.mark.parametrize("fault,how", [("[[crash]]", "signal 9 (SIGKILL)"),
+                                       ("[[abort]]", "signal 6 (SIGABRT)"),
+                                       ("[[exit]]", "exit code 3")])
+def test_a_dying_process_answers_its_call_and_is_restarted(checkpoint, fault, how):
+    events = Events()
+    proc = InferenceProcess(spec(checkpoint, warmup=False), env=fault_env(), listener=events)
+    proc.start()
+    try:
+        first_pid = proc.pid
+        with pytest.raises(InferenceProcessDied) as died:
+            proc.segment(make_frame(96, 64), f"{fault} segment the square")
+        assert str(died.value) == f"inference process died: {how}; restarting"
+        assert events.wait("down") == [(str(died.value), True)]
+        assert not psutil.pid_exists(first_pid) or \
+            psutil.Process(first_pid).status() == psutil.STATUS_ZOMBIE
+        # The next call waits for the reload and is answered by the new process.
+        res = proc.segment(make_frame(96, 64), "segment the square")
+        assert res.instances and proc.pid != first_pid
+        events.wait("up", 2)
+        assert proc.restarts == 1 and proc.last_failure == str(died.value)
+        assert proc.state == "ready"
+    finally:
+        proc.close()
+
+
+def test_kill_9_during_decoding_and_while_idle(long_checkpoint):
+    events = Events()
+    proc = InferenceProcess(spec(long_checkpoint, max_new_tokens=LONG_WORDS + 20,
+                                 warmup=False), listener=events)
+    proc.start()
+    try:
+        killed: list[int] = []
+
+        def kill_on_first_token(stage: str, text: str) -> None:
+            if stage == "decode" and not killed:
+                killed.append(proc.pid)
+                os.kill(proc.pid, signal.SIGKILL)
+
+        with pytest.raises(InferenceProcessDied, match=r"signal 9 \(SIGKILL\); restarting"):
+            proc.segment(make_frame(96, 64), "segment", progress=kill_on_first_token)
+        events.wait("up", 2)
+        idle_pid = proc.pid
+        assert idle_pid != killed[0]
+        os.kill(idle_pid, signal.SIGKILL)  # nobody waiting: still noticed and restarted
+        downs = events.wait("down", 2)
+        assert downs[1] == ("inference process died: signal 9 (SIGKILL); restarting", True)
+        events.wait("up", 3)
+        assert proc.segment(make_frame(96, 64), "segment").text.endswith(f"w{LONG_WORDS - 1}")
+        assert proc.restarts == 2
+    finally:
+        proc.close()
+
+
+def test_a_model_that_cannot_load_is_an_error_and_no_process(tmp_path):
+    proc = InferenceProcess(spec(tmp_path / "no-such-model"))
+    with pytest.raises(EngineError, match="no-such-model"):
+        proc.start()
+    assert proc.state == "closed" and not psutil.pid_exists(proc.pid)
+
+
+def test_close_ends_the_process_and_frees_its_slots(checkpoint):
+    proc = InferenceProcess(spec(checkpoint, warmup=False))
+    proc.start()
+    proc.segment(make_frame(640, 480), "segment the square")
+    pid, names = proc.pid, proc._ring.names
+    assert all(os.path.exists(f"/dev/shm/{n}") for n in names)
+    child = psutil.Process(pid)
+    proc.close()
+    assert child.wait(30) is not None or not child.is_running()
+    assert not any(os.path.exists(f"/dev/shm/{n}") for n in names)
+    with pytest.raises(EngineError, match="closed"):
+        proc.segment(make_frame(64, 48), "segment")
+
+
+def test_the_process_ends_when_its_node_dies(checkpoint, tmp_path):
+    """The lifeline: a node killed with SIGKILL cannot stop its process; the process notices
+    the node's end of the lifeline pipe closing and exits, freeing the model (and GPU)."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import sys, time\n"
+        "from stamp_ros.inference import InferenceProcess, LoadSpec\n"
+        f"p = InferenceProcess(LoadSpec(model={str(checkpoint)!r}, device='cpu', "
+        "warmup=False, threads=1))\n"
+        "p.start()\n"
+        "print(p.pid, flush=True)\n"
+        "sys.stdin.read()\n")
+    owner = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=str(REPO),
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        child = psutil.Process(int(owner.stdout.readline()))
+        owner.kill()
+        owner.wait(30)
+        child.wait(60)  # raises TimeoutExpired if the process outlives its node
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
+# ------------------------------------------------------------------ several processes
+def test_thread_budget_leaves_the_node_a_core():
+    assert thread_budget(0, 1, cores=16) == 15
+    assert thread_budget(0, 2, cores=16) == 7
+    assert thread_budget(0, 1, cores=2) == 1
+    assert thread_budget(0, 3, cores=2) == 1
+    assert thread_budget(6, 2, cores=2) == 6
+
+
+def test_a_pool_of_two_cpu_processes_serves_concurrent_callers(checkpoint, engine):
+    pool = InferencePool(spec(checkpoint, warmup=False), ["cpu", "cpu"], threads=0)
+    pool.start()
+    try:
+        assert len(set(pool.pids)) == 2
+        expected = thread_budget(0, 2)
+        assert all(p.threads == expected for p in pool.processes)
+        rgb = make_frame(160, 120, seed=9)
+        results: dict[int, Any] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, pool.processes[i].segment(rgb, "segment the square"))) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        local = engine.segment(rgb, "segment the square")
+        for i in range(2):
+            assert_same(results[i], local)
+        assert "0: cpu pid" in pool.describe() and "1: cpu pid" in pool.describe()
+    finally:
+        pool.close()
+    assert all(p.state == "closed" for p in pool.processes)
