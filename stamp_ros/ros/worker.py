@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -273,9 +274,10 @@ class InferenceWorker:
             self._cond.notify_all()
         for job in pending:
             self._reject(job, reason)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if threading.current_thread() is not thread:
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
