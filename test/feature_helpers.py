@@ -161,3 +161,14 @@ def streaming(pub, rgb, rate_hz: float = 10.0, first_stamp: int = 1000,
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def wait_diag(diags, what: str, predicate: Callable[[dict[str, str]], Any],
+              timeout: float = 60.0) -> dict[str, str]:
+    """The values of the first /diagnostics report received for which ``predicate`` holds."""
+    try:
+        hit = diags.wait_for(1, timeout=timeout, where=lambda a: predicate(diag_values(a)))
+    except TimeoutError:
+        last = diag_values(diags.messages[-1]) if diags.messages else {}
+        raise AssertionError(f"no /diagnostics report with {what}; last: {last}") from None
+    return diag_values(hit[0])

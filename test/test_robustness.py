@@ -623,6 +623,17 @@ def test_injected_engine_faults_fail_one_request_only(processes, ros_client, che
     assert "out of memory" in processes.output(node).lower()
     assert_alive(processes, node)
 
+    # Faults that end the inference process: the request is answered with the cause, the
+    # process is restarted, the next request is served by the new one.
+    for query, cause in (("[[crash]] segment", "signal 9 (SIGKILL)"),
+                         ("[[abort]] segment", "signal 6 (SIGABRT)"),
+                         ("[[exit]] segment", "exit code 3")):
+        res = ask(query)
+        assert not res.success and res.error == f"inference process died: {cause}; restarting"
+        res = ask("segment the square")
+        assert res.success, res.error
+    assert_alive(processes, node)
+
 
 # ------------------------------------------------------------------- 4. restart under load
 RESTART_CYCLES = 4
