@@ -407,3 +407,21 @@ def test_a_pool_of_two_cpu_processes_serves_concurrent_callers(checkpoint, engin
     finally:
         pool.close()
     assert all(p.state == "closed" for p in pool.processes)
+
+
+def test_hop_benchmark_reports_what_the_committed_results_hold(tmp_path):
+    """``bench/inference_process.py --parts hop`` runs and prints the keys of the results in
+    bench/results (the numbers themselves are the benchmark's business, not a test's)."""
+    import json
+
+    out = tmp_path / "hop.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "inference_process.py"), "--parts",
+                    "hop", "--repeats", "3", "--out", str(out)], check=True, cwd=str(REPO),
+                   capture_output=True, timeout=600)
+    data = json.loads(out.read_text())
+    committed = json.loads((REPO / "bench/results/cpu-inference-process.json").read_text())
+    assert set(data["hop"]) == set(committed["hop"])
+    for size in ("640x480", "1920x1080"):
+        assert set(data["hop"][size]) == set(committed["hop"][size])
+        assert data["hop"][size]["hop_ms"]["n"] == 3 and data["hop"][size]["instances"] == 1
+        assert data["hop"][size]["hop_ms"]["median"] > 0

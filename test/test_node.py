@@ -123,6 +123,9 @@ def test_service_and_action_with_inline_image(processes, ros_client, checkpoint)
 
     client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     assert client.wait_for_server(timeout_sec=30)
+    # The server's services being matched says nothing about its feedback topic: a goal sent
+    # before that subscription matched loses its first feedback (the "queued" stage).
+    ros_client.wait_for_publishers("/stamp_node/segment/_action/feedback")
     from ros_client import Collector
 
     feedback = Collector()
@@ -152,6 +155,9 @@ def test_action_cancel_is_honoured(processes, ros_client, checkpoint):
     start_node(processes, ros_client, checkpoint, frame_timeout=30.0)
     client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     assert client.wait_for_server(timeout_sec=30)
+    # The server's services being matched says nothing about its feedback topic: a goal sent
+    # before that subscription matched loses its first feedback (the "queued" stage).
+    ros_client.wait_for_publishers("/stamp_node/segment/_action/feedback")
     from ros_client import Collector
 
     goal = SegmentAction.Goal()
