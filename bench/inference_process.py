@@ -70,17 +70,19 @@ def bench_hop(tmp: Path, repeats: int) -> dict:
     from stamp_ros.inference import InferenceProcess, LoadSpec
     from stamp_ros.inference.pool import thread_budget
     from stamp_ros.inference.slots import SlotRing
+    from stamp_ros.ros.params import BY_NAME
     from stamp_ros.testing.checkpoint import make_test_checkpoint
     from stamp_ros.testing.images import sample_image
 
     ckpt = make_test_checkpoint(tmp / "tiny", answer="Sure, it is here: <|seg|>")
-    threads = thread_budget(0, 1)  # what the node gives its process
+    threads = thread_budget(0, 1)  # what the node gives its process, at its niceness
+    nice = BY_NAME["inference_nice"].default
     proc = InferenceProcess(LoadSpec(model=str(ckpt), device="cpu", min_pixels=SMALL_PIXELS,
                                      max_pixels=SMALL_PIXELS, max_new_tokens=24, warmup=False,
-                                     threads=threads))
+                                     threads=threads, nice=nice))
     proc.start()
     out: dict = {"model": "tiny test checkpoint (the hop does not depend on the model)",
-                 "repeats": repeats, "process_threads": threads}
+                 "repeats": repeats, "process_threads": threads, "process_nice": nice}
     try:
         proc.warmup()
         for w, h in ((640, 480), (1920, 1080)):
@@ -225,7 +227,23 @@ def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> No
         time.sleep(0.2)
 
 
-def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str) -> dict:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by a process and by all its descendants."""
+    import psutil
+
+    def used(p: psutil.Process) -> float:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return t.user + t.system
+
+    node = psutil.Process(pid)
+    return used(node), sum(used(c) for c in node.children(recursive=True))
+
+
+def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
+                 infer: bool = True, extra_env: dict[str, str] | None = None) -> dict:
     from domain_coordinator import domain_id
 
     from stamp_ros.dds_profile import large_image_env
@@ -234,6 +252,7 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str) ->
         env = dict(os.environ, ROS_DOMAIN_ID=str(did), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOCALHOST_ONLY="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
         env.update(large_image_env())
+        env.update(extra_env or {})
         node_args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                      "-p", f"model:={mid}", "-p", "device:=cpu", "-p", "mode:=continuous",
                      "-p", f"stats_period:={STATS_PERIOD}"]
@@ -250,9 +269,11 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str) ->
                      "while p.get_subscription_count() < 1: time.sleep(0.05)\n"
                      "p.publish(String(data='Please segment the white horse in the image.'))\n"
                      "time.sleep(2.0); print('sent', flush=True)")
-            subprocess.run([sys.executable, "-c", query], env=env, timeout=120, check=True,
-                           capture_output=True)
-            wait_for(logs["node"], "tracking", procs[0], 60)
+            if infer:
+                subprocess.run([sys.executable, "-c", query], env=env, timeout=120,
+                               check=True, capture_output=True)
+                wait_for(logs["node"], "tracking", procs[0], 60)
+            cpu0 = cpu_seconds(procs[0].pid)
             t_stream = time.monotonic()
             with logs["peer"].open("w") as out:
                 procs.append(subprocess.Popen(
@@ -265,6 +286,7 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str) ->
                 time.sleep(5.0)  # sampling the load average, not a synchronisation
                 load_during.append(os.getloadavg()[0])
             stream_s = time.monotonic() - t_stream
+            cpu1 = cpu_seconds(procs[0].pid)
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -281,6 +303,9 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str) ->
     peer = re.search(r"done (\{.*\})", logs["peer"].read_text(errors="replace"))
     return {
         "root": str(root),
+        "model_inferring": infer,
+        "node_cpu_cores": round((cpu1[0] - cpu0[0]) / stream_s, 2),
+        "inference_process_cpu_cores": round((cpu1[1] - cpu0[1]) / stream_s, 2),
         "published_hz": round(json.loads(peer.group(1))["rate_hz"], 1) if peer else None,
         "received_hz_median": round(statistics.median(rates), 1) if rates else 0.0,
         "received_hz_min": round(min(rates), 1) if rates else 0.0,
@@ -309,6 +334,8 @@ def main() -> int:
     parser.add_argument("--baseline-root", type=Path,
                         help="another checkout (e.g. the node before this change, model "
                         "in-process) to run the memory and intake parts against too")
+    parser.add_argument("--intake-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment of the intake nodes")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,12 +367,14 @@ def main() -> int:
                         mid, env, args.baseline_root.resolve())
         if "intake" in parts:
             report["intake"] = {}
-            roots = [("inference_process", ROOT)]
+            cases = [("inference_process", ROOT, True), ("inference_process_idle", ROOT, False)]
             if args.baseline_root:
-                roots.append(("in_process_baseline", args.baseline_root.resolve()))
-            for name, root in roots:
+                cases.append(("in_process_baseline", args.baseline_root.resolve(), True))
+            extra = dict(kv.split("=", 1) for kv in args.intake_env)
+            for name, root, infer in cases:
                 print(f"[bench] intake {name}", file=sys.stderr, flush=True)
-                report["intake"][name] = bench_intake(root, mid, args.seconds, tmp, name)
+                report["intake"][name] = bench_intake(root, mid, args.seconds, tmp, name,
+                                                      infer, extra)
             report["intake"]["goal_hz"] = 28.0
             report["intake"]["goal_met"] = (
                 report["intake"]["inference_process"]["received_hz_median"] >= 28.0)

@@ -386,12 +386,14 @@ def test_thread_budget_leaves_the_node_a_core():
 
 
 def test_a_pool_of_two_cpu_processes_serves_concurrent_callers(checkpoint, engine):
-    pool = InferencePool(spec(checkpoint, warmup=False), ["cpu", "cpu"], threads=0)
+    pool = InferencePool(spec(checkpoint, warmup=False, nice=5), ["cpu", "cpu"], threads=0)
     pool.start()
     try:
         assert len(set(pool.pids)) == 2
         expected = thread_budget(0, 2)
         assert all(p.threads == expected for p in pool.processes)
+        for pid in pool.pids:  # every thread, torch's included, yields to the node
+            assert {psutil.Process(t.id).nice() for t in psutil.Process(pid).threads()} == {5}
         rgb = make_frame(160, 120, seed=9)
         results: dict[int, Any] = {}
         threads = [threading.Thread(target=lambda i=i: results.__setitem__(

@@ -69,6 +69,7 @@ def test_kill_9_of_the_inference_process_answers_every_call_and_the_node_restart
     node = start_node(processes, ros_client, long_checkpoint, max_new_tokens=LONG_WORDS + 50,
                       stats_period=0.5)
     (model,) = inference_processes(node.pid)
+    assert model.nice() == 10  # inference_nice: the node's intake goes first
     action = ros_client.action_client(SegmentAction, "/stamp_node/segment")
     service = ros_client.node.create_client(Segment, "/stamp_node/segment")
     assert action.wait_for_server(timeout_sec=60) and service.wait_for_service(timeout_sec=60)

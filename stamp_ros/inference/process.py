@@ -4,8 +4,9 @@ Started by :class:`stamp_ros.inference.proxy.InferenceProcess`, never by hand. I
 model and everything that lives with it (the :class:`StampSegmenter`, the SAM refiner, the frame
 prefix cache, CUDA state) and runs one request at a time on its main thread:
 
-1. receive a :class:`LoadSpec`, set the thread budget, load, report :class:`Loaded` (or
-   :class:`LoadFailed` and exit), warm up, report :class:`WarmedUp`;
+1. receive a :class:`LoadSpec`, set the scheduling priority and the thread budget, load,
+   report :class:`Loaded` (or :class:`LoadFailed` and exit), warm up, report
+   :class:`WarmedUp`;
 2. for each :class:`SegmentRequest`: map the named slot, run the engine on the frame in it
    (progress sent back when asked for, the slot's cancel flag polled every few decode steps),
    write the masks into the slot and reply :class:`Done`, or :class:`Failed` with the reason;
@@ -152,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format="[%(levelname)s] [stamp_ros.inference %(process)d]: %(message)s")
-    threading.Thread(target=_watch_lifeline, args=(lifeline_fd,), daemon=True,
-                     name="lifeline").start()
     conn = Connection(conn_fd)
     try:
         spec: LoadSpec = conn.recv()
-    except (EOFError, OSError):
+    except (EOFError, OSError):  # the node went away before it said what to load
         return 0
+    # First, while this is the only thread: every thread started later (torch's included)
+    # inherits the niceness.
+    if spec.nice > 0:
+        os.nice(spec.nice)
+    threading.Thread(target=_watch_lifeline, args=(lifeline_fd,), daemon=True,
+                     name="lifeline").start()
     t0 = time.monotonic()
     try:
         apply_thread_budget(spec.threads)

@@ -46,6 +46,8 @@ class LoadSpec:
     threads: int = 0
     """torch intra-op threads (0: torch's default; the node passes
     :func:`stamp_ros.inference.pool.thread_budget`)."""
+    nice: int = 0
+    """Scheduling niceness of the process (0-19): higher yields contended cores to the node."""
     warmup: bool = True
     """Run one small inference right after loading (reported as :class:`WarmedUp`)."""
 

@@ -421,9 +421,10 @@ class InferenceProcess:
               should_cancel: Callable[[], bool] | None) -> Any:
         raised: BaseException | None = None
         cancel_sent = False
+        poll = CANCEL_POLL_S if should_cancel is not None else None
         while True:
             try:
-                event = call.events.get(timeout=CANCEL_POLL_S)
+                event = call.events.get(timeout=poll)
             except queue.Empty:
                 event = None
             if isinstance(event, Progress) and progress is not None and raised is None:

@@ -295,7 +295,7 @@ class StampNode(LifecycleNode):
             mask_upsample=self._param("mask_upsample"),
             refine=None if refine == "none" else refine,
             sam_checkpoint=self._param("sam_checkpoint") or None,
-            system_prompt=self._param("system_prompt"))
+            system_prompt=self._param("system_prompt"), nice=int(self._param("inference_nice")))
         devices = [str(d).strip() or device for d in self._param("devices")] or [device]
         return spec, devices, int(self._param("inference_threads"))
 

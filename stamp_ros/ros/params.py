@@ -46,6 +46,9 @@ PARAMS: tuple[Param, ...] = (
     Param("inference_threads", 0, "CPU threads of each inference process; 0 = all cores but "
           "one (shared by the processes) so that the node's intake keeps a core", min_value=0,
           max_value=1024, reload=True),
+    Param("inference_nice", 10, "scheduling niceness of the inference processes (0-19): "
+          "when the cores are contended the node's camera intake goes first and the model "
+          "takes what is left; 0 = equal priority", min_value=0, max_value=19, reload=True),
     Param("dtype", "auto", "model dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32",
           choices=("auto", "bf16", "fp16", "fp32"), reload=True),
     Param("min_pixels", DEFAULT_MIN_PIXELS, "smallest resized image area (Qwen2-VL processor)",
