@@ -4,12 +4,14 @@
 Three parts (``--parts hop,memory,intake``):
 
 * ``hop``: per-request overhead of the process hop at 640x480 and 1920x1080 (the tiny test
-  model; the hop does not depend on the model): the caller's wall time of
-  ``InferenceProcess.segment`` minus the engine's own wall time inside the process. That is the
-  frame copied into its shared-memory slot, two pipe messages, the process's and the node's
-  thread wake-ups, the mask written back into the slot and copied out. Also: the two halves of
-  the mask question ("masks through shared memory, or grids + logits and the node upsamples"):
-  copying a full-size mask out of the slot vs upsampling it from the grid in the node.
+  model; the hop does not depend on the model), with the node's default ``inference_nice``
+  (``hop``) and with 0 (``hop_nice_0``; under contention a niced process wakes up later):
+  the caller's wall time of ``InferenceProcess.segment`` minus the engine's own wall time
+  inside the process. That is the frame copied into its shared-memory slot, two pipe
+  messages, the process's and the node's thread wake-ups, the mask written back into the slot
+  and copied out. Also: the two halves of the mask question ("masks through shared memory, or
+  grids + logits and the node upsamples"): copying a full-size mask out of the slot vs
+  upsampling it from the grid in the node.
 * ``memory``: resident memory of the node process (a real StampNode in a child process, its
   model the mid-size CPU shape) before configure, configured, active with the model loaded
   (plus its inference process), inactive, and after cleanup; two cycles.
@@ -63,20 +65,20 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ hop
-def bench_hop(tmp: Path, repeats: int) -> dict:
+def bench_hop(tmp: Path, repeats: int, nice: int) -> dict:
     import numpy as np
 
     from stamp_ros.engine.masks import nearest_source_index
     from stamp_ros.inference import InferenceProcess, LoadSpec
     from stamp_ros.inference.pool import thread_budget
     from stamp_ros.inference.slots import SlotRing
-    from stamp_ros.ros.params import BY_NAME
     from stamp_ros.testing.checkpoint import make_test_checkpoint
     from stamp_ros.testing.images import sample_image
 
-    ckpt = make_test_checkpoint(tmp / "tiny", answer="Sure, it is here: <|seg|>")
-    threads = thread_budget(0, 1)  # what the node gives its process, at its niceness
-    nice = BY_NAME["inference_nice"].default
+    ckpt = tmp / "tiny"
+    if not ckpt.exists():
+        make_test_checkpoint(ckpt, answer="Sure, it is here: <|seg|>")
+    threads = thread_budget(0, 1)  # what the node gives its process
     proc = InferenceProcess(LoadSpec(model=str(ckpt), device="cpu", min_pixels=SMALL_PIXELS,
                                      max_pixels=SMALL_PIXELS, max_new_tokens=24, warmup=False,
                                      threads=threads, nice=nice))
@@ -243,7 +245,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
-                 infer: bool = True, extra_env: dict[str, str] | None = None) -> dict:
+                 infer: bool = True, extra_env: dict[str, str] | None = None,
+                 nice: int | None = None) -> dict:
     from domain_coordinator import domain_id
 
     from stamp_ros.dds_profile import large_image_env
@@ -256,6 +259,8 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
         node_args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                      "-p", f"model:={mid}", "-p", "device:=cpu", "-p", "mode:=continuous",
                      "-p", f"stats_period:={STATS_PERIOD}"]
+        if nice is not None:
+            node_args += ["-p", f"inference_nice:={nice}"]
         logs = {k: tmp / f"{name}-{k}.log" for k in ("node", "peer", "query")}
         procs: list[subprocess.Popen] = []
         try:
@@ -334,6 +339,8 @@ def main() -> int:
     parser.add_argument("--baseline-root", type=Path,
                         help="another checkout (e.g. the node before this change, model "
                         "in-process) to run the memory and intake parts against too")
+    parser.add_argument("--nice", type=int,
+                        help="inference_nice of the intake nodes (default: the parameter's)")
     parser.add_argument("--intake-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment of the intake nodes")
     parser.add_argument("--out", type=Path)
@@ -351,8 +358,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         if "hop" in parts:
-            print("[bench] hop", file=sys.stderr, flush=True)
-            report["hop"] = bench_hop(tmp, args.repeats)
+            from stamp_ros.ros.params import BY_NAME
+
+            default_nice = BY_NAME["inference_nice"].default
+            for nice in (default_nice, 0):  # the node's default, and equal priority
+                print(f"[bench] hop, niceness {nice}", file=sys.stderr, flush=True)
+                key = "hop" if nice == default_nice else f"hop_nice_{nice}"
+                report[key] = bench_hop(tmp, args.repeats, nice)
         mid = make_mid(tmp) if {"memory", "intake"} & set(parts) else None
         if "memory" in parts:
             print("[bench] memory", file=sys.stderr, flush=True)
@@ -373,8 +385,11 @@ def main() -> int:
             extra = dict(kv.split("=", 1) for kv in args.intake_env)
             for name, root, infer in cases:
                 print(f"[bench] intake {name}", file=sys.stderr, flush=True)
-                report["intake"][name] = bench_intake(root, mid, args.seconds, tmp, name,
-                                                      infer, extra)
+                report["intake"][name] = bench_intake(
+                    root, mid, args.seconds, tmp, name, infer, extra,
+                    args.nice if root == ROOT else None)
+            report["intake"]["inference_nice"] = (
+                args.nice if args.nice is not None else "default")
             report["intake"]["goal_hz"] = 28.0
             report["intake"]["goal_met"] = (
                 report["intake"]["inference_process"]["received_hz_median"] >= 28.0)
