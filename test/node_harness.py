@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,52 @@ def make_long_answer_checkpoint(directory: Path, words: int) -> Path:
     shape = TinyShape(hidden_size=hidden, intermediate_size=256)
     return make_test_checkpoint(directory, seed=0, answer=answer, shape=shape)
 
+
+
+def _ping(msg: Any) -> Any:
+    """A request the node answers at once on any state: end a conversation that never was."""
+    msg.conversation, msg.end_conversation = "__ping__", True
+    return msg
+
+
+def ready_action_client(ros_client, name: str = "/stamp_node/segment",
+                        timeout: float = 60.0) -> Any:
+    """A Segment action client whose every direction is matched: goal response, feedback and
+    result. ``wait_for_server`` only shows that *this* side sees the server; a server that has
+    not yet matched the client's readers drops its first answers ("failed to send response"),
+    so ping until one goal comes back whole."""
+    from ros_client import wait_future
+    from stamp_ros.action import Segment as SegmentAction
+
+    client = ros_client.action_client(SegmentAction, name)
+    assert client.wait_for_server(timeout_sec=timeout), f"no action server {name}"
+    deadline = time.monotonic() + timeout
+    while True:
+        queued = threading.Event()
+        try:
+            handle = wait_future(client.send_goal_async(
+                _ping(SegmentAction.Goal()), feedback_callback=lambda _m, q=queued: q.set()),
+                2.0)
+            if queued.wait(2.0):
+                wait_future(handle.get_result_async(), 2.0)
+                return client
+        except TimeoutError:
+            pass
+        assert time.monotonic() < deadline, f"action {name} never answered a ping"
+
+
+def ready_service_client(ros_client, name: str = "/stamp_node/segment",
+                         timeout: float = 60.0) -> Any:
+    """A Segment service client the node has matched both ways (see ready_action_client)."""
+    from ros_client import wait_future
+    from stamp_ros.srv import Segment
+
+    client = ros_client.node.create_client(Segment, name)
+    assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wait_future(client.call_async(_ping(Segment.Request())), 2.0)
+            return client
+        except TimeoutError:
+            assert time.monotonic() < deadline, f"service {name} never answered a ping"

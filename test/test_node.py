@@ -14,6 +14,7 @@ from node_harness import (
     image_msg,
     make_frame,
     make_long_answer_checkpoint,
+    ready_action_client,
     start_node,
     wait_output,
 )
@@ -121,11 +122,9 @@ def test_service_and_action_with_inline_image(processes, ros_client, checkpoint)
     assert res.request_id == "svc-1" and res.header.frame_id == "inline"
     assert res.header.stamp.sec == 77 and res.instances[0].mask.width == 96
 
-    client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert client.wait_for_server(timeout_sec=30)
-    # The server's services being matched says nothing about its feedback topic: a goal sent
-    # before that subscription matched loses its first feedback (the "queued" stage).
-    ros_client.wait_for_publishers("/stamp_node/segment/_action/feedback")
+    # Matched both ways: a goal sent before the node matched this client's readers loses its
+    # first feedback (the "queued" stage) or even its goal response.
+    client = ready_action_client(ros_client)
     from ros_client import Collector
 
     feedback = Collector()
@@ -153,11 +152,9 @@ def test_action_cancel_is_honoured(processes, ros_client, checkpoint):
 
     # No camera frames: the goal waits for a frame, and a cancel must end it early.
     start_node(processes, ros_client, checkpoint, frame_timeout=30.0)
-    client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert client.wait_for_server(timeout_sec=30)
-    # The server's services being matched says nothing about its feedback topic: a goal sent
-    # before that subscription matched loses its first feedback (the "queued" stage).
-    ros_client.wait_for_publishers("/stamp_node/segment/_action/feedback")
+    # Matched both ways: a goal sent before the node matched this client's readers loses its
+    # first feedback (the "queued" stage) or even its goal response.
+    client = ready_action_client(ros_client)
     from ros_client import Collector
 
     goal = SegmentAction.Goal()

@@ -17,6 +17,8 @@ from node_harness import (
     image_msg,
     make_frame,
     make_long_answer_checkpoint,
+    ready_action_client,
+    ready_service_client,
     start_node,
 )
 
@@ -62,14 +64,10 @@ def test_burst_of_services_and_actions_beyond_capacity_is_answered_completely(
                       max_new_tokens=200, frame_timeout=30.0, max_frame_age=5.0)
     peer = processes.start(PEER, "--topic", "/image", "--rate", "10", "--width", "640",
                            "--height", "427", "--duration", "600", name="stream")
-    services = [ros_client.node.create_client(Segment, "/stamp_node/segment")
-                for _ in range(CALLERS // 2)]
-    actions = [ros_client.action_client(SegmentAction, "/stamp_node/segment")
-               for _ in range(CALLERS // 2)]
-    for client in services:
-        assert client.wait_for_service(timeout_sec=60)
-    for client in actions:
-        assert client.wait_for_server(timeout_sec=60)
+    # Each client matched both ways (an answer to a client the node has not matched yet is
+    # dropped by DDS, and that call would never return).
+    services = [ready_service_client(ros_client) for _ in range(CALLERS // 2)]
+    actions = [ready_action_client(ros_client) for _ in range(CALLERS // 2)]
     assert peer.poll() is None
 
     for round_ in range(2):
@@ -122,8 +120,7 @@ def test_cancel_during_decoding_ends_the_goal_within_a_few_steps(
     from stamp_ros.action import Segment as SegmentAction
 
     node = start_node(processes, ros_client, long_checkpoint, max_new_tokens=LONG_WORDS + 50)
-    client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert client.wait_for_server(timeout_sec=60)
+    client = ready_action_client(ros_client)
 
     def goal(stamp_sec: int) -> Any:
         g = SegmentAction.Goal()

@@ -20,6 +20,8 @@ from node_harness import (
     inference_processes,
     make_frame,
     make_long_answer_checkpoint,
+    ready_action_client,
+    ready_service_client,
     rss_mb,
     start_node,
     tree_rss_mb,
@@ -62,7 +64,6 @@ def test_kill_9_of_the_inference_process_answers_every_call_and_the_node_restart
     from action_msgs.msg import GoalStatus
     from diagnostic_msgs.msg import DiagnosticArray
     from ros_client import wait_future
-    from stamp_ros.action import Segment as SegmentAction
     from stamp_ros.srv import Segment
 
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
@@ -70,9 +71,8 @@ def test_kill_9_of_the_inference_process_answers_every_call_and_the_node_restart
                       stats_period=0.5)
     (model,) = inference_processes(node.pid)
     assert model.nice() == 10  # inference_nice: the node's intake goes first
-    action = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    service = ros_client.node.create_client(Segment, "/stamp_node/segment")
-    assert action.wait_for_server(timeout_sec=60) and service.wait_for_service(timeout_sec=60)
+    action = ready_action_client(ros_client)
+    service = ready_service_client(ros_client)
 
     decoding = threading.Event()
     running = wait_future(action.send_goal_async(
@@ -122,7 +122,6 @@ def test_two_inference_processes_answer_two_cameras_at_the_same_time(
     from action_msgs.msg import GoalStatus
     from ros_client import wait_future
     from sensor_msgs.msg import Image
-    from stamp_ros.action import Segment as SegmentAction
     from stamp_ros.msg import Segmentation
     from std_msgs.msg import String
 
@@ -130,8 +129,7 @@ def test_two_inference_processes_answer_two_cameras_at_the_same_time(
                       cameras="['front', 'wrist']", max_new_tokens=LONG_WORDS + 50)
     models = inference_processes(node.pid)
     assert len(models) == 2
-    action = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert action.wait_for_server(timeout_sec=60)
+    action = ready_action_client(ros_client)
     order: list[tuple[str, str]] = []
     lock = threading.Lock()
 

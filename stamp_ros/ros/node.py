@@ -328,22 +328,26 @@ class StampNode(LifecycleNode):
     def _on_process_down(self, proc: InferenceProcess, reason: str, restarting: bool) -> None:
         """A process ended: stop feeding it (with no process left, what waits gets ``reason``);
         count a crash for /diagnostics."""
-        worker = self._worker
-        if worker is None or proc.state == "closed":  # activate or deactivate reports it
-            return
+        pool = self._pool
+        if proc.state == "closed" or pool is None or proc not in pool.processes:
+            return  # ended on purpose, or activate is starting it (and reports a failure)
         if restarting:
             self._restarts += 1
         self._last_failure = reason
         self.get_logger().error(f"inference process {proc.label} ({proc.device}, pid "
                                 f"{proc.pid}): {reason}")
-        worker.lane_down(int(proc.label), reason, coming_back=restarting)
+        worker = self._worker
+        if worker is not None:
+            worker.lane_down(int(proc.label), reason, coming_back=restarting)
 
     def _on_process_up(self, proc: InferenceProcess) -> None:
         """A restarted process has loaded the model: it serves again."""
+        if proc.restarts == 0:
+            return  # the first load: activate reports it
+        self.get_logger().info(f"inference process {proc.label} ({proc.device}, pid "
+                               f"{proc.pid}) serves again after restart {proc.restarts}")
         worker = self._worker
         if worker is not None:
-            self.get_logger().info(f"inference process {proc.label} ({proc.device}, pid "
-                                   f"{proc.pid}) serves again after restart {proc.restarts}")
             worker.lane_up(int(proc.label))
 
     def _on_process_warm(self, proc: InferenceProcess, times_ms: dict[str, float],

@@ -1,9 +1,10 @@
-"""What happens to one request on the inference thread: frame, conversion, model, messages.
+"""What happens to one request on a worker thread: frame, conversion, model, messages.
 
 :class:`RequestPipeline` is the worker's handler. It picks the frame a request is answered on
 (an inline image, the continuous frame, or the newest fresh frame of its camera), converts it,
-runs the engine, lifts masks to 3D, builds the Segmentation message, publishes the camera's
-outputs and hands the result to whoever waits for it. Every path ends in exactly one result,
+runs the engine (the job's inference process, else :attr:`segmenter`), lifts masks to 3D,
+builds the Segmentation message, publishes the camera's outputs and hands the result to
+whoever waits for it. Every path ends in exactly one result,
 successful or an error naming the reason. It holds no rclpy entities of its own: publishers come
 with the request's camera, so the rules are unit-tested by calling :meth:`handle` directly.
 """
