@@ -25,10 +25,10 @@ setup(
     package_data={"stamp_ros.bag.interfaces": ["*.msg"]},
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0,<6",
+        "transformers>=5.13,<6",
         "tokenizers>=0.22",
         "safetensors>=0.4",
-        "peft>=0.17",
+        "peft>=0.18",
         "huggingface-hub>=1.0",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

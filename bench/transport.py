@@ -71,7 +71,7 @@ def run_case(receiver: str, stream: dict, profile: bool, seconds: float, checkpo
         for key in PROFILE_VARIABLES:
             env.pop(key, None)
         if profile:
-            env.update(large_image_env())
+            env.update(large_image_env(environ=env))
         if receiver == "node":
             args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                     "-p", f"model:={checkpoint}", "-p", "device:=cpu",
