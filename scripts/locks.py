@@ -160,7 +160,10 @@ def torch_source(version: str) -> tuple[list[str], str | None]:
     return ["--torch-backend", "cpu"], None
 
 
-def compile_locks(uv: str, python: str, out: Path) -> None:
+def compile_locks(uv: str, python: str, out: Path, upgrade: bool = True) -> None:
+    """Resolve every lock into ``out``. ``upgrade``: the newest versions the ranges allow;
+    otherwise the pins already in ``out`` are kept wherever they still satisfy the ranges
+    (after adding or changing one requirement, only what it needs moves)."""
     torch_pin = next(r for r in requirement_lines(REQUIREMENTS / "python.txt")
                      if canonicalize_name(Requirement(r).name) == "torch")
     (torch_spec,) = Requirement(torch_pin).specifier
@@ -174,7 +177,7 @@ def compile_locks(uv: str, python: str, out: Path) -> None:
             inputs.write_text("".join(f"{r}\n" for r in declared(spec, out)))
             target = lock_path(spec.name, out)
             cmd = [uv, "pip", "compile", str(inputs), "--output-file", str(target),
-                   "--upgrade", "--quiet", "--python-version", python,
+                   *(["--upgrade"] if upgrade else []), "--quiet", "--python-version", python,
                    "--resolution", spec.resolution, "--override", str(overrides),
                    "--no-header", *source_args]
             print(f"[locks] resolving {spec.name} ({spec.resolution})", flush=True)
@@ -265,6 +268,8 @@ def main(argv: list[str]) -> int:
     p_compile.add_argument("--uv", required=True, help="the uv executable")
     p_compile.add_argument("--python", default=LOCK_PYTHON)
     p_compile.add_argument("--out", type=Path, default=LOCK_DIR)
+    p_compile.add_argument("--keep", action="store_true",
+                           help="keep the current pins where they still fit the ranges")
     p_diff = sub.add_parser("diff", help="what moved between two lock folders")
     p_diff.add_argument("old", type=Path)
     p_diff.add_argument("new", type=Path)
@@ -275,7 +280,7 @@ def main(argv: list[str]) -> int:
                               "leave them to the caller (scripts/install-lock removes them)")
     args = parser.parse_args(argv)
     if args.command == "compile":
-        compile_locks(args.uv, args.python, args.out)
+        compile_locks(args.uv, args.python, args.out, upgrade=not args.keep)
         return 0
     if args.command == "diff":
         lines = diff(args.old, args.new)
