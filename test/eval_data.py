@@ -153,5 +153,5 @@ def official_grefcoco_truth(anns: list[dict | None], h: int, w: int) -> np.ndarr
             rle = cm.frPyObjects(seg, h, w)
         else:
             rle = [dict(r, counts=r["counts"].encode()) for r in seg]
-        m += np.sum(cm.decode(rle), axis=2)
+        m += np.sum(cm.decode(rle), axis=2).astype(np.int64)
     return (m > 0).astype(np.uint8)

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from stamp_ros.engine.errors import InputError
+from stamp_ros.engine.errors import EngineError, InputError
 
 __all__ = ["cmd_eval", "register"]
 
@@ -272,13 +272,20 @@ def _run(args: argparse.Namespace, names: list[str], splits: list) -> int:
             logger.info("loading %s on %s", args.model, args.device)
             return segmenter_from_args(args)
 
-        records = run_samples(mine, done, settings, out_dir, dist.rank, make_segmenter, progress)
-        gathered = dist.gather(records)
+        records, resumed = run_samples(mine, done, settings, out_dir, dist.rank,
+                                       make_segmenter, progress)
+        gathered = dist.gather((records, resumed))
         if not dist.is_main:
             return EXIT_OK
-        new = {rec["key"]: rec for part in gathered for rec in part}
+        new = {rec["key"]: rec for part, _ in gathered for rec in part}
+        count = sum(len(part) for part, _ in gathered)
+        if count != len(samples) or new.keys() != set(keys):
+            raise EngineError(f"the ranks returned {count} records for {len(new)} distinct "
+                              f"samples; the split has {len(samples)} (a sharding bug)")
+        run_info = {"started": started, "load_start": load_start,
+                    "resumed": sum(n for _, n in gathered)}
         summary = _report(args, names, splits, samples, new, done, out_dir, dist, config,
-                          fingerprint, started, load_start)
+                          fingerprint, run_info)
     finally:
         dist.close()
     if args.json:
@@ -290,7 +297,8 @@ def _run(args: argparse.Namespace, names: list[str], splits: list) -> int:
 
 
 def _report(args, names, splits, samples, new, done, out_dir, dist, config, fingerprint,
-            started, load_start) -> dict[str, Any]:
+            run_info) -> dict[str, Any]:
+    """Rank 0, after the gather: samples.jsonl, worst/, summary.json and table.md."""
     from stamp_ros.bench.machine import cpu_model, versions
     from stamp_ros.eval.published import model_family
     from stamp_ros.eval.records import write_merged
@@ -327,10 +335,11 @@ def _report(args, names, splits, samples, new, done, out_dir, dist, config, fing
         "versions": versions(),
         "machine": {"host": platform.node(), "cpu": cpu_model(), "device_name": device_name,
                     "ranks": dist.world, "backend": dist.backend or None,
-                    "load_avg_at_start": load_start},
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.time() - started, 1),
-        "resumed_samples": sum(1 for s in samples if s.key in done),
+                    "load_avg_at_start": run_info["load_start"]},
+        "started": datetime.fromtimestamp(run_info["started"], timezone.utc).isoformat(
+            timespec="seconds"),
+        "wall_s": round(time.time() - run_info["started"], 1),
+        "resumed_samples": run_info["resumed"],
         "splits": per_split,
     }
     write_json(out_dir / "summary.json", summary)

@@ -207,9 +207,10 @@ def record_score(rec: Mapping[str, Any], variant: str = "grid") -> Score | None:
 
 def run_samples(samples: Sequence[Sample], done: Mapping[str, dict], settings: RunSettings,
                 out_dir: Path, rank: int, make_segmenter: Callable[[], Any],
-                progress: EvalProgress | None = None) -> list[dict]:
-    """Records of ``samples`` (this rank's shard), in order: resumed from ``done`` where
-    possible, the others run now and appended to ``parts/rank<rank>.jsonl`` as they finish."""
+                progress: EvalProgress | None = None) -> tuple[list[dict], int]:
+    """Records of ``samples`` (this rank's shard), in order, and how many were resumed: taken
+    from ``done`` where possible, the others run now and appended to ``parts/rank<rank>.jsonl``
+    as they finish."""
     records: dict[str, dict] = {}
     todo: list[Sample] = []
     for s in samples:
@@ -257,4 +258,4 @@ def run_samples(samples: Sequence[Sample], done: Mapping[str, dict], settings: R
             progress.update(len(records), ran, bad, last.ciou if last else None, split_name,
                             force=True)
             progress.finish()
-    return [records[s.key] for s in samples]
+    return [records[s.key] for s in samples], len(samples) - len(todo)
