@@ -31,6 +31,7 @@ from eval_data import (
     official_grefcoco_truth,
     official_refcoco_truth,
     rle_of,
+    write_camera_bag,
     write_refer_root,
 )
 from PIL import Image
@@ -46,6 +47,21 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--min-pixels", str(56 * 56), "--max-pixels", str(224 * 224), "--device", "cpu"]
 ANSWER = "Here: <|seg|> and <|seg|>"  # two masks: only the first one is scored
+
+# Nothing on the eval path may need ROS: the child runs with every ROS import blocked.
+BLOCK_ROS = r"""
+import sys
+BLOCKED = ("rclpy", "rosidl_parser", "rosidl_runtime_py", "sensor_msgs", "std_msgs",
+           "builtin_interfaces", "stamp_ros.msg", "stamp_ros.srv", "stamp_ros.action")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ImportError(f"{name} is blocked: stamp-ros eval must not need ROS")
+        return None
+sys.meta_path.insert(0, Block())
+from stamp_ros.cli import main
+sys.exit(main())
+"""
 
 
 def run_eval(args: list[str], capsys) -> tuple[int, str, str]:
@@ -79,10 +95,10 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sentence_run(ckpt, data_root, tmp_path_factory) -> tuple[Path, dict]:
     """One run of refcoco + grefcoco, sentence prompts, in a child process with one thread
-    (the torchrun test compares against it with the same thread count)."""
+    (the torchrun test compares against it with the same thread count) and no ROS."""
     out = tmp_path_factory.mktemp("runs") / "sentence"
     proc = subprocess.run(
-        [sys.executable, "-m", "stamp_ros.cli", "eval", "--dataset", "refcoco,grefcoco",
+        [sys.executable, "-c", BLOCK_ROS, "eval", "--dataset", "refcoco,grefcoco",
          "--data-root", str(data_root), "--model", str(ckpt), *SMALL, "--out", str(out),
          "--json", "--worst", "2", "--quiet"],
         capture_output=True, text=True, timeout=600, cwd=REPO,
@@ -94,13 +110,13 @@ def sentence_run(ckpt, data_root, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def template_run(ckpt, data_root, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "template"
-    capsys_free = subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "stamp_ros.cli", "eval", "--dataset", "refcoco",
          "--data-root", str(data_root), "--model", str(ckpt), *SMALL, "--out", str(out),
          "--prompt", "template", "--seed", "3", "--json", "--worst", "0", "--quiet"],
         capture_output=True, text=True, timeout=600, cwd=REPO, env=child_env())
-    assert capsys_free.returncode == 0, capsys_free.stderr
-    return out, json.loads(capsys_free.stdout)
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads(proc.stdout)
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -301,6 +317,19 @@ def test_a_finished_run_rewrites_its_reports_without_the_model(sentence_run, dat
         assert s["grid"] == sentence_run[1]["splits"][name]["grid"]
 
 
+def test_limit_takes_the_first_samples_of_each_split(data_root, ckpt, tmp_path, capsys):
+    code, text, err = run_eval(["--dataset", "refcoco", "--split", "val,testB", "--limit", "2",
+                                "--data-root", str(data_root), "--model", str(ckpt), *SMALL,
+                                "--out", str(tmp_path / "o"), "--json", "--quiet"], capsys)
+    assert code == 0, err
+    summary = json.loads(text)
+    assert list(summary["splits"]) == ["refcoco/val", "refcoco/testB"]
+    assert summary["settings"]["limit"] == 2
+    got = records(tmp_path / "o")
+    assert [r["key"] for r in got] == ["refcoco/val/r1s1000", "refcoco/val/r1s1001",
+                                       "refcoco/testB/r4s1005", "refcoco/testB/r5s1006"]
+
+
 def test_other_settings_in_the_same_folder_are_refused(sentence_run, data_root, ckpt, capsys):
     code, _, err = run_eval(["--dataset", "refcoco", "--data-root", str(data_root),
                              "--model", str(ckpt), *SMALL, "--out", str(sentence_run[0]),
@@ -412,8 +441,6 @@ def test_own_jsonl_data_and_bad_samples(ckpt, tmp_path, capsys):
 
 def test_bag_labels_score_like_the_same_frames_as_files(ckpt, tmp_path, capsys):
     pytest.importorskip("rosbags")
-    from test_eval_data import write_camera_bag
-
     frames = [sample_image(50 + k, 72, 96) for k in range(3)]
     t0 = 1_700_000_000 * 10**9
     stamps = [t0 + k * 50_000_000 for k in range(3)]

@@ -20,6 +20,7 @@ from eval_data import (
     official_grefcoco_truth,
     official_refcoco_truth,
     rle_of,
+    write_camera_bag,
     write_refer_root,
 )
 from PIL import Image
@@ -207,37 +208,6 @@ def test_jsonl_bad_files_fail_at_load(tmp_path):
 
 
 # --------------------------------------------------------------------------- bags
-
-
-def write_camera_bag(path: Path, frames: list[np.ndarray], stamps: list[int],
-                     compressed: bool = False) -> Path:
-    import cv2
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    from stamp_ros.bag.interfaces import typestore
-
-    ts = typestore()
-    types = ts.types
-    topic = "/cam/image/compressed" if compressed else "/cam/image"
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conn = None
-        for k, (rgb, stamp) in enumerate(zip(frames, stamps, strict=True)):
-            header = types["std_msgs/msg/Header"](
-                types["builtin_interfaces/msg/Time"](stamp // 10**9, stamp % 10**9), "cam")
-            if compressed:
-                ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                assert ok
-                msg = types["sensor_msgs/msg/CompressedImage"](header, "png",
-                                                               np.asarray(data).reshape(-1))
-            else:
-                h, w = rgb.shape[:2]
-                msg = types["sensor_msgs/msg/Image"](header, h, w, "rgb8", 0, w * 3,
-                                                     np.ascontiguousarray(rgb).reshape(-1))
-            if conn is None:
-                conn = writer.add_connection(topic, msg.__msgtype__, typestore=ts)
-            # logged a little after capture, as a recorder would
-            writer.write(conn, stamp + 5_000_000 + k, ts.serialize_cdr(msg, msg.__msgtype__))
-    return path
 
 
 @pytest.mark.parametrize("compressed", [False, True])
