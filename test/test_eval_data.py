@@ -245,3 +245,24 @@ def test_bag_labels_find_their_frames_by_header_stamp(tmp_path, compressed):
         assert "bad or missing 'stamp'" in s["badstamp"].problem
     finally:
         source.close()
+
+
+def test_annotations_the_official_loader_crashes_on_are_decoded_and_counted(tmp_path, root):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(root / "refcoco", data / "refcoco")
+    instances = json.loads((data / "refcoco" / "instances.json").read_text())
+    h, w, _ = IMAGES[1]
+    box = np.zeros((h, w), np.uint8)
+    box[10:30, 5:50] = 1
+    flat = box.T.reshape(-1)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    counts = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()  # starts with zeros
+    for ann in instances["annotations"]:
+        if ann["id"] == 101:
+            ann["segmentation"] = {"size": [h, w], "counts": counts}  # bare dict, raw counts
+    (data / "refcoco" / "instances.json").write_text(json.dumps(instances))
+    (val,) = load_benchmark_splits(data, "refcoco", ["val"])
+    assert val.notes["official_loader_fails"] == 2  # ref 1's two sentences
+    np.testing.assert_array_equal(val.samples[0].truth((h, w)), box)

@@ -23,8 +23,9 @@ The samples are the official ones (``dataset/refer_seg_dataset.py`` and
 
 Where the official loader fails or is wrong, this one decodes the annotation properly and says
 how often it happened: a bare RLE dict or raw counts (the official RefCOCO loader crashes on
-them), RLE annotations in gRefCOCO (the official loader silently reuses the previous polygon's
-mask; ``notes["rle_annotations"]`` counts the samples whose numbers may differ from it for that).
+them; ``notes["official_loader_fails"]``), RLE annotations in gRefCOCO (the official loader
+silently reuses the previous polygon's mask; ``notes["rle_annotations"]`` counts the samples
+whose numbers may differ from it for that).
 
 The refs pickle is read with an unpickler that refuses every class: the files hold plain lists,
 dicts, strings and numbers, and a pickle from the internet must not run code.
@@ -181,6 +182,17 @@ def grefcoco_truth(anns: list[Mapping | None], h: int, w: int,
     return (total > 0).astype(np.uint8)
 
 
+def _official_refcoco_fails(ann: Mapping | None) -> bool:
+    """Would the official RefCOCO loader crash on this annotation (decoded properly here)?
+    A bare RLE dict (it indexes ``segmentation[0]``) or raw list counts (it ``.encode()``s them)."""
+    seg = (ann or {}).get("segmentation")
+    if isinstance(seg, dict):
+        return True
+    return isinstance(seg, list) and any(
+        isinstance(part, dict) and not isinstance(part.get("counts"), (str, bytes))
+        for part in seg)
+
+
 def _is_rle(ann: Mapping | None) -> bool:
     seg = (ann or {}).get("segmentation")
     return isinstance(seg, dict) or (
@@ -227,13 +239,16 @@ def _refcoco_samples(bench: Benchmark, split: str, refs: list[dict], coco: _Coco
     for ref in chosen:
         by_image.setdefault(ref.get("image_id"), []).append(ref)
     samples = []
+    official_fails = 0
     for image_id, image_refs in by_image.items():
         for ref in image_refs:
             size, path, problem = _image_sample_parts(ref, coco, root)
             ann = coco.annotations.get(ref.get("ann_id"))
             if not problem and ann is None:
                 problem = f"annotation {ref.get('ann_id')} is not in instances.json"
+            fails = _official_refcoco_fails(ann)
             for sent, sent_id in _sentences(ref):
+                official_fails += fails
                 text = sent.strip().lower().strip()
                 sample_problem = problem or ("" if sent else "sentence without 'sent' text")
                 truth = None
@@ -247,7 +262,9 @@ def _refcoco_samples(bench: Benchmark, split: str, refs: list[dict], coco: _Coco
                     meta={"ref_id": ref.get("ref_id"), "sent_id": sent_id,
                           "ann_id": ref.get("ann_id"), "image_id": image_id},
                 ))
-    return Split(bench.name, split, samples, {"refs": len(chosen), "images": len(by_image)})
+    notes = {"refs": len(chosen), "images": len(by_image),
+             "official_loader_fails": official_fails}
+    return Split(bench.name, split, samples, notes)
 
 
 def _grefcoco_samples(bench: Benchmark, split: str, refs: list[dict], coco: _Coco,

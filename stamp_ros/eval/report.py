@@ -98,6 +98,10 @@ def _pct(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}"
 
 
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def _cell(measured: float | None, pub: float | None) -> str:
     text = _pct(measured)
     return f"{text} ({pub:g})" if pub is not None else text
@@ -174,7 +178,7 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
             f" | {_pct(t['no_target_accuracy'], 1)} ({t['no_target_samples']})"
             f" | {_pct(t['target_accuracy'], 1)} ({t['target_samples']})"
             f" | {', '.join(f'{k}: {n}' for k, n in ex['masks_per_answer'].items()) or '—'}"
-            f" | {lat.get('p50', '—')} / {lat.get('p90', '—')} |"
+            f" | {_ms(lat.get('p50'))} / {_ms(lat.get('p90'))} |"
         )
     lines += ["", "## Samples", "",
               "| split | samples | scored | excluded | scored as empty |", "|---|---|---|---|---|"]
