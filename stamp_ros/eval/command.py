@@ -242,9 +242,11 @@ def _run(args: argparse.Namespace, names: list[str], splits: list) -> int:
 
     started = time.time()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    if args.limit:
-        for split in splits:
+    for split in splits:
+        if args.limit:
             split.samples = split.samples[: args.limit]
+        if not split.samples:
+            logger.warning("%s has no samples", split.name)
     samples = [s for split in splits for s in split.samples]
     keys = [s.key for s in samples]
     if len(set(keys)) != len(keys):

@@ -104,18 +104,6 @@ class DistContext:
         dist.gather_object(obj, out, dst=0)
         return out
 
-    def agree(self, ok: bool) -> bool:
-        """True only when every rank says ``ok`` (so all stop together on a local failure)."""
-        if not self.active:
-            return ok
-        import torch
-        import torch.distributed as dist
-
-        dev = f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu"
-        flag = torch.tensor([0 if ok else 1], dtype=torch.int64, device=dev)
-        dist.all_reduce(flag)
-        return int(flag.item()) == 0
-
     def close(self) -> None:
         if self.active:
             import torch.distributed as dist
