@@ -527,3 +527,13 @@ def test_usage_errors_are_one_line(args, needle, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stamp-ros: error:") and needle in lines[0], err
     assert out == ""
+
+
+def test_unwritable_output_is_one_line(data_root, ckpt, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_eval(["--dataset", "refcoco", "--data-root", str(data_root), "--model",
+                             str(ckpt), *SMALL, "--out", str(blocker / "out")], capsys)
+    assert code == EXIT_INPUT
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write there" in lines[0], err

@@ -182,3 +182,20 @@ def test_paper_flag_sets_the_official_settings_and_explicit_options_win():
     assert (mixed.min_pixels, mixed.max_pixels, mixed.prompt) == (802816, 1003520, "sentence")
     plain = resolved()
     assert plain.prompt == "sentence" and plain.min_pixels < plain.max_pixels
+
+
+def test_progress_line_shows_eta_running_ciou_and_resumed_samples():
+    import io
+
+    from stamp_ros.eval.progress import EvalProgress
+
+    stream = io.StringIO()
+    progress = EvalProgress(10, stream=stream, interval=0.0)
+    progress.update(4, 2, 1, 0.5, "refcoco/val", force=True)
+    line = stream.getvalue().strip()
+    assert line.startswith("eval refcoco/val: 4/10 samples (2 resumed)")
+    for part in ("s/sample", "cIoU 50.00", "1 bad", "ETA ", "elapsed "):
+        assert part in line, line
+    stream.truncate(0)
+    progress.update(10, 8, 1, 0.5, "refcoco/val", force=True)
+    assert "ETA" not in stream.getvalue()  # finished: nothing left to estimate

@@ -255,7 +255,13 @@ def _run(args: argparse.Namespace, names: list[str], splits: list) -> int:
     fingerprint = config_fingerprint(config)
     out_dir = Path(args.out) if args.out else _default_out(args, names)
     done = load_records(out_dir, fingerprint) if out_dir.exists() else {}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out {out_dir}: cannot write there ({exc})") from exc
 
     dist = DistContext.from_env(args.device)
     try:
