@@ -110,15 +110,17 @@ def test_continuous_mode_teacher_forces_between_regenerations(
 # ------------------------------------------------------------------ live parameters
 def test_live_parameters_apply_to_the_next_result(processes, ros_client, checkpoint):
     """max_new_tokens, mask_upsample, publish_overlay, max_frame_age and frame_timeout are live:
-    a change is seen in the very next result. Also: a reliable node does not match a
-    best-effort image publisher (QoS incompatible event, no subscription match)."""
+    a change is seen in the very next result. Also: a node set to image_reliability:=reliable
+    does not match a best-effort image publisher (QoS incompatible event, no subscription
+    match)."""
     from rclpy.event_handler import PublisherEventCallbacks
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from stamp_ros.engine.masks import logits_to_mask
 
-    start_node(processes, ros_client, checkpoint, frame_timeout=10.0)
+    start_node(processes, ros_client, checkpoint, frame_timeout=10.0,
+               image_reliability="reliable")
     segment = Caller(ros_client)
     overlays = ros_client.subscribe(Image, "/stamp_node/overlay")
     rgb = make_frame(160, 120, seed=3)

@@ -123,26 +123,31 @@ def _parameters(node: Any, fqn: str) -> dict[str, Any]:
 
 
 def _inputs(node: Any, fqn: str) -> list[ProbedInput]:
-    """The node's inputs from its ~/self_test statuses, with both sides' QoS from the graph."""
+    """The node's inputs from its ~/self_test statuses (role, camera, resolved topic)."""
     reply = _call(node, SelfTest, f"{fqn}/self_test", SelfTest.Request(), CALL_TIMEOUT_S)
     found = []
-    own = node_fqn(node.get_namespace(), node.get_name())
     for status in reply.status:
         values = {kv.key: kv.value for kv in status.values}
         if "role" not in values or "topic" not in values:
             continue
-        topic = values["topic"]
-        mine = [i for i in node.get_subscriptions_info_by_topic(topic)
-                if node_fqn(i.node_namespace, i.node_name) == fqn]
-        publishers = [peer(i) for i in node.get_publishers_info_by_topic(topic)
-                      if node_fqn(i.node_namespace, i.node_name) != own]
         found.append(ProbedInput(
-            role=values["role"], camera=values.get("camera", ""), topic=topic,
+            role=values["role"], camera=values.get("camera", ""), topic=values["topic"],
             msg_type=values.get("type") or MSG_TYPES.get(values["role"], ""),
-            required=values.get("required", "true") == "true",
-            node_qos=endpoint_qos(mine[0].qos_profile) if mine else None,
-            publishers=publishers, node_status=status.message))
+            required=values.get("required", "true") == "true", node_qos=None, publishers=[],
+            node_status=status.message))
     return found
+
+
+def _graph(node: Any, fqn: str, inputs: list[ProbedInput]) -> None:
+    """Both sides' QoS from the graph: the target's own subscription and every publisher
+    (read after the measurement, when discovery has named every participant's nodes)."""
+    own = node_fqn(node.get_namespace(), node.get_name())
+    for item in inputs:
+        mine = [i for i in node.get_subscriptions_info_by_topic(item.topic)
+                if node_fqn(i.node_namespace, i.node_name) == fqn]
+        item.node_qos = endpoint_qos(mine[0].qos_profile) if mine else None
+        item.publishers = [peer(i) for i in node.get_publishers_info_by_topic(item.topic)
+                           if node_fqn(i.node_namespace, i.node_name) != own]
 
 
 def _measure(node: Any, inputs: list[ProbedInput], seconds: float, depth_scale: float) -> float:
@@ -194,6 +199,7 @@ def probe_node(fqn: str, *, seconds: float, wait: float) -> Probe:
             return probe
         probe.seconds = _measure(node, probe.inputs, seconds,
                                  float(probe.params.get("depth_scale") or 0.001))
+        _graph(node, fqn, probe.inputs)
         published = published_topics(node, fqn)
         taken = {item.topic for item in probe.inputs}
         for item in probe.inputs:

@@ -49,7 +49,7 @@ DEPTH_WARN_PERIOD_S = 30.0
 PENDING = ("pending",)
 """Key of a QoS problem whose peer was not in the graph yet when the event came."""
 PENDING_S = 5.0
-"""How long such a problem waits for its peer to show up in the graph."""
+"""How long after an event the graph may still lag (no peer, or its node not named yet)."""
 
 
 def counted(monitor: InputMonitor, callback: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -77,6 +77,7 @@ class Endpoint:
         """Incompatible peer (endpoint gid) -> the warning about it."""
         self.pending_policy = ""
         self.pending_since = 0.0
+        self.warned_keys: set[tuple] = set()
         self.verdict: Verdict | None = None
         self.depth_problem: str | None = None
         self.depth_warned = 0.0
@@ -157,61 +158,68 @@ class InputWatch:
         return describe(endpoint.topic, mismatch, our_side=endpoint.side, peer=peer_name,
                         fix=qos_fix(endpoint.role, mismatch, endpoint.side))
 
-    def _culprits(self, endpoint: Endpoint, policy: str) -> dict[tuple, str]:
-        """Warnings about the peers the graph shows incompatible; when the graph cannot tell
-        (a peer in the same process, or not discovered yet), every peer present is suspected
-        and the mismatch is inferred from the node's own value."""
+    def _culprits(self, endpoint: Endpoint, policy: str) -> dict[tuple, tuple[str, bool]]:
+        """Per incompatible peer (gid): the warning and whether the peer's node is known.
+        Peers the graph shows incompatible; when it cannot tell (a peer in the same process),
+        every peer present is suspected and the mismatch inferred from the node's own value."""
         infos = self._graph_peers(endpoint)
-        found: dict[tuple, str] = {}
+        found: dict[tuple, tuple[str, bool]] = {}
         for info in infos:
             other = peer(info)
             pub, sub = ((other.qos, endpoint.qos) if endpoint.side == "subscription"
                         else (endpoint.qos, other.qos))
             for mismatch in mismatches(pub, sub):
-                found.setdefault(gid(info), self._describe(endpoint, mismatch, other.node))
+                found.setdefault(gid(info), (self._describe(endpoint, mismatch, other.node),
+                                             bool(other.node)))
         if found or not policy:
             return found
         mismatch = infer_peer_mismatch(policy, endpoint.qos, endpoint.side)
         for info in infos:
-            name = peer(info).node
-            found[gid(info)] = (self._describe(endpoint, mismatch, name) if mismatch else
-                                f"incompatible QoS on {endpoint.topic} ({policy}) with {name}")
+            other = peer(info)
+            found[gid(info)] = (
+                self._describe(endpoint, mismatch, other.node) if mismatch else
+                f"incompatible QoS on {endpoint.topic} ({policy}) with {other.node or 'a peer'}",
+                bool(other.node))
         return found
 
     def _on_incompatible(self, endpoint: Endpoint, event: Any) -> None:
-        """rclpy's incompatible-QoS event: one warning per incompatible peer, a WARN status
-        until it is gone."""
+        """rclpy's incompatible-QoS event: one warning per incompatible peer (once the graph
+        names it), a WARN status until it is gone."""
         policy = policy_from_event_kind(event.last_policy_kind)
-        found = self._culprits(endpoint, policy)
-        if not found:  # the peer is not in this process's graph yet: resolved by the ticks
+        endpoint.pending_policy, endpoint.pending_since = policy, time.monotonic()
+        if not self._culprits(endpoint, policy):  # not in this process's graph yet
             mismatch = infer_peer_mismatch(policy, endpoint.qos, endpoint.side)
-            text = (self._describe(endpoint, mismatch, "") if mismatch
-                    else f"incompatible QoS on {endpoint.topic} ({policy})")
-            if PENDING not in endpoint.problems:
-                self._log.warning(text)
-            endpoint.problems[PENDING] = text
-            endpoint.pending_policy, endpoint.pending_since = policy, time.monotonic()
-        for key, text in found.items():
-            if key not in endpoint.problems:
-                self._log.warning(text)
-            endpoint.problems[key] = text
+            endpoint.problems.setdefault(PENDING, self._describe(endpoint, mismatch, "")
+                                         if mismatch else
+                                         f"incompatible QoS on {endpoint.topic} ({policy})")
+        self._refresh_qos(endpoint)
         self._on_change()
 
     def _refresh_qos(self, endpoint: Endpoint) -> bool:
-        """Drop the problems whose peer left the graph; True when something cleared."""
-        if not endpoint.problems:
+        """Name the incompatible peers (warning once each, when the graph knows their node, or
+        after PENDING_S without), drop those that left the graph; True when one cleared. Runs
+        on every tick for a topic that has had an event, not before (graph look-ups)."""
+        if not endpoint.problems and not endpoint.pending_policy:
             return False
-        if PENDING in endpoint.problems:  # already warned: name the peers, silently
-            found = self._culprits(endpoint, endpoint.pending_policy)
-            if found or time.monotonic() - endpoint.pending_since > PENDING_S:
-                del endpoint.problems[PENDING]
-                endpoint.problems.update(found)
-            if not found:
-                return not endpoint.problems
-        present = {gid(info) for info in self._graph_peers(endpoint)}
-        gone = [key for key in endpoint.problems if key != PENDING and key not in present]
+        waited = time.monotonic() - endpoint.pending_since >= PENDING_S
+        # Suspect every peer only right after an event (the graph may lag or, for a peer in
+        # this process, misreport its QoS); later the graph alone decides.
+        found = self._culprits(endpoint, "" if waited else endpoint.pending_policy)
+        if found and PENDING in endpoint.problems:
+            del endpoint.problems[PENDING]
+        for key, (text, named) in found.items():
+            endpoint.problems[key] = text
+            if key not in endpoint.warned_keys and (named or waited):
+                endpoint.warned_keys.add(key)
+                self._log.warning(text)
+        if PENDING in endpoint.problems and waited:
+            text = endpoint.problems.pop(PENDING)
+            if not endpoint.warned_keys:
+                self._log.warning(text)
+        gone = [key for key in endpoint.problems if key != PENDING and key not in found]
         for key in gone:
             text = endpoint.problems.pop(key)
+            endpoint.warned_keys.discard(key)
             self._log.info(f"cleared: {text.split(': ', 1)[0]}: the incompatible peer is gone")
         return bool(gone)
 

@@ -70,8 +70,9 @@ PARAMS: tuple[Param, ...] = (
           "front/image, front/query, ... -> ~/front/result, ...", reload=True),
     Param("use_compressed", False, "subscribe to image/compressed (CompressedImage) instead of "
           "image", reload=True),
-    Param("image_reliability", "reliable", "QoS reliability of the camera subscriptions "
-          "(image, depth, camera_info): reliable or best_effort (match your camera driver)",
+    Param("image_reliability", "best_effort", "QoS reliability of the camera subscriptions "
+          "(image, depth, camera_info): best_effort matches every camera driver; reliable "
+          "receives nothing from a best-effort one",
           choices=("reliable", "best_effort"), reload=True),
     Param("publish_overlay", True, "publish ~/overlay (only built while someone subscribes)"),
     Param("system_prompt", DEFAULT_SYSTEM_PROMPT, "system message of the chat"),

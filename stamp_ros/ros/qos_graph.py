@@ -38,10 +38,15 @@ def node_fqn(namespace: str, name: str) -> str:
     return f"{namespace.rstrip('/')}/{name}"
 
 
+UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"
+"""rmw's node name for an endpoint discovered before its participant's node list."""
+
+
 def peer(info: Any) -> Peer:
-    """A TopicEndpointInfo as a Peer (node, type, QoS)."""
-    return Peer(node=node_fqn(info.node_namespace, info.node_name), msg_type=info.topic_type,
-                qos=endpoint_qos(info.qos_profile))
+    """A TopicEndpointInfo as a Peer (node, type, QoS); node "" while rmw does not know it."""
+    known = info.node_name != UNKNOWN_NODE
+    return Peer(node=node_fqn(info.node_namespace, info.node_name) if known else "",
+                msg_type=info.topic_type, qos=endpoint_qos(info.qos_profile))
 
 
 def gid(info: Any) -> tuple[int, ...]:

@@ -29,7 +29,9 @@ WIDTH, HEIGHT = 160, 120
 
 
 def frame() -> np.ndarray:
-    rgb = np.full((HEIGHT, WIDTH, 3), 60, np.uint8)
+    """Textured (the test checkpoint's masks split textured images, not flat ones) with a red
+    square, like the node tests' frames."""
+    rgb = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     rgb[HEIGHT // 4: HEIGHT // 2, WIDTH // 4: WIDTH // 2] = (250, 30, 30)
     return rgb
 
