@@ -284,7 +284,10 @@ def test_best_effort_images_and_depth_max_skew(processes, ros_client, checkpoint
         assert res.success, res.error
         assert not res.instances[0].has_3d, (
             f"{sec}.{nanosec:09d} paired with depth at 50.0 although depth_max_skew is 50 ms")
-    assert "no depth image is within depth_max_skew" in processes.output(node)
+    assert ("3D withheld: depth 200 ms from the colour frame (depth_max_skew 50 ms)"
+            in processes.output(node))
+    assert res.instances[0].status_3d == ("depth 60 ms from the colour frame "
+                                          "(depth_max_skew 50 ms)"), res.instances[0].status_3d
     set_ok(ros_client, depth_max_skew=0.5)
     far = segment(image=inline(rgb, stamp_sec=50, stamp_nanosec=200_000_000))
     assert far.success and far.instances[0].has_3d, "depth_max_skew:=0.5 not applied"

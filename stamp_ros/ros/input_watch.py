@@ -357,5 +357,5 @@ class InputWatch:
 
     def depth_in_use(self) -> bool:
         """Some camera's depth input is configured (so missing 3D is worth a WARN)."""
-        return any(e.role == "depth" and e.verdict is not None and e.verdict.status != "not used"
-                   for e in self.inputs())
+        return any(e.role == "depth" and (e.monitor.last is not None or (
+            e.verdict is not None and e.verdict.status != "not used")) for e in self.inputs())
