@@ -260,3 +260,20 @@ def test_doctor_checks_depth_skew_units_and_intrinsics():
     assert "depth stamps 200 ms from the colour frames (depth_max_skew 50 ms)" in v.message
     assert "K is zero" in judge(cinfo, p).message
     assert run(p)[2] == 1
+
+
+def test_stamp_ros_works_without_rclpy_and_doctor_says_it_needs_ros():
+    """The doctor is registered without importing rclpy (the other subcommands work on a
+    machine without ROS); run there, it exits 2 with a one-line reason."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rclpy'] = None\n"
+            "from stamp_ros.cli import build_parser, main\n"
+            "build_parser().parse_args(['segment', '--image', 'x', '--query', 'q'])\n"
+            "assert 'rclpy' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+            "sys.exit(main(['doctor', '--seconds', '1']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "stamp-ros doctor: needs ROS 2" in proc.stderr
