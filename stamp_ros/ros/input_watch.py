@@ -20,6 +20,7 @@ depth image; everything else runs on a timer.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,6 +97,9 @@ class InputWatch:
         self._fqn = node_fqn(node.get_namespace(), node.get_name())
         self.endpoints: list[Endpoint] = []
         self.active = False
+        self._lock = threading.RLock()
+        """QoS events run in the topic's callback group, the tick in another: in a
+        multi-threaded executor they may overlap."""
 
     # ------------------------------------------------------------------ registration
     def input(self, role: str, camera: str, remap_name: str, qos: Any) -> Endpoint:
@@ -186,13 +190,14 @@ class InputWatch:
         """rclpy's incompatible-QoS event: one warning per incompatible peer (once the graph
         names it), a WARN status until it is gone."""
         policy = policy_from_event_kind(event.last_policy_kind)
-        endpoint.pending_policy, endpoint.pending_since = policy, time.monotonic()
-        if not self._culprits(endpoint, policy):  # not in this process's graph yet
-            mismatch = infer_peer_mismatch(policy, endpoint.qos, endpoint.side)
-            endpoint.problems.setdefault(PENDING, self._describe(endpoint, mismatch, "")
-                                         if mismatch else
-                                         f"incompatible QoS on {endpoint.topic} ({policy})")
-        self._refresh_qos(endpoint)
+        with self._lock:
+            endpoint.pending_policy, endpoint.pending_since = policy, time.monotonic()
+            if not self._culprits(endpoint, policy):  # not in this process's graph yet
+                mismatch = infer_peer_mismatch(policy, endpoint.qos, endpoint.side)
+                endpoint.problems.setdefault(PENDING, self._describe(endpoint, mismatch, "")
+                                             if mismatch else
+                                             f"incompatible QoS on {endpoint.topic} ({policy})")
+            self._refresh_qos(endpoint)
         self._on_change()
 
     def _refresh_qos(self, endpoint: Endpoint) -> bool:
@@ -293,7 +298,8 @@ class InputWatch:
         timeout = float(self._param("input_timeout"))
         changed = False
         for endpoint in self.endpoints:
-            changed |= self._refresh_qos(endpoint)
+            with self._lock:
+                changed |= self._refresh_qos(endpoint)
             if endpoint.side != "subscription":
                 continue
             before = endpoint.verdict
@@ -312,8 +318,10 @@ class InputWatch:
 
     # ------------------------------------------------------------------ reports
     def _level(self, endpoint: Endpoint) -> tuple[int, str]:
-        if endpoint.problems:
-            return DiagnosticStatus.WARN, next(iter(endpoint.problems.values()))
+        with self._lock:
+            problems = list(endpoint.problems.values())
+        if problems:
+            return DiagnosticStatus.WARN, problems[0]
         verdict = endpoint.verdict
         if endpoint.depth_problem:
             return DiagnosticStatus.WARN, f"depth units: {endpoint.depth_problem}"
@@ -346,12 +354,13 @@ class InputWatch:
             status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
             out.append(status)
         outputs = [e for e in self.endpoints if e.side == "publisher"]
-        problems = [text for e in outputs for text in e.problems.values()]
+        with self._lock:
+            problems = [text for e in outputs for text in e.problems.values()]
+            per_output = [(e.topic, next(iter(e.problems.values()), "ok")) for e in outputs]
         status = DiagnosticStatus(name=f"{prefix}: outputs", hardware_id="outputs")
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = problems[0][:400] if problems else f"{len(outputs)} topics, QoS ok"
-        status.values = [KeyValue(key=e.topic, value=next(iter(e.problems.values()), "ok"))
-                         for e in outputs]
+        status.values = [KeyValue(key=topic, value=text) for topic, text in per_output]
         out.append(status)
         return out
 

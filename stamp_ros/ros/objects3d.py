@@ -1,8 +1,9 @@
 """3D outputs of a request: masks + paired depth + CameraInfo -> objects, points and markers.
 
 The geometry is pure numpy (:mod:`stamp_ros.geometry`, :mod:`stamp_ros.ros.depth3d`); this
-module picks the depth image for the frame, optionally moves the result into ``target_frame``
-through tf2 (when ``tf2_ros`` is installed), and publishes ``~/points`` and ``~/markers``.
+module lifts a result's masks with the camera's depth, optionally moves them into
+``target_frame`` through tf2 (withholding the 3D, with the reason, when it cannot), and
+publishes ``~/points`` and ``~/markers``.
 """
 
 from __future__ import annotations
