@@ -114,7 +114,8 @@ def test_camera_on_a_wrong_topic_name(processes, ros_client, checkpoint):
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
-    node = start_node(processes, ros_client, checkpoint, stats_period=1.0, input_timeout=1.5)
+    node = start_node(processes, ros_client, checkpoint, stats_period=1.0, input_timeout=1.5,
+                      image_reliability="best_effort")  # the default, against streams
     camera(processes, "--image-topic", "/camera/image_raw")
     out = wait_output(processes, node, "similar topics that exist: /camera/image_raw")
     line = next(x for x in out.splitlines() if "similar topics that exist" in x)
@@ -155,7 +156,7 @@ def test_depth_units_skew_and_target_frame_reasons(processes, ros_client, checkp
 
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
     node = start_node(processes, ros_client, checkpoint, depth_scale=1.0, stats_period=1.0,
-                      frame_timeout=10.0)
+                      frame_timeout=10.0, image_reliability="best_effort")
     # 2 Hz: the colour frames around a depth image are 500 ms apart, so the nearest is the
     # one it was published with (200 ms) or, if the request ran in between, 300 ms.
     camera(processes, "--depth-topic", "depth", "--info-topic", "camera_info",
@@ -221,10 +222,11 @@ def test_doctor_on_a_healthy_and_a_broken_setup(processes, ros_client, checkpoin
     """Healthy: every input published with matching QoS -> exit 0 and OK verdicts with the
     measured rates. Broken: the camera moved to another name -> exit 1, the verdict names the
     missing topic and the remap that fixes it."""
-    start_node(processes, ros_client, checkpoint)
+    start_node(processes, ros_client, checkpoint, image_reliability="best_effort")
     cam = camera(processes, "--depth-topic", "depth", "--info-topic", "camera_info")
     code, out = doctor(processes)
     assert code == 0, out
+    assert "node subscribes BEST_EFFORT, VOLATILE" in out and "/camera_peer: RELIABLE" in out
     assert "verdict node /stamp_node: OK active" in out
     for role, topic in (("image", "/image"), ("depth", "/depth"),
                         ("camera_info", "/camera_info")):
