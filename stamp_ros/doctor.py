@@ -69,6 +69,8 @@ class ProbedInput:
     sample: Sample | None = None
     node_status: str = ""
     """The node's own status message for this input (from ~/self_test)."""
+    node_publishers: int = 0
+    """Publishers the node itself sees on the topic (from ~/self_test)."""
 
 
 @dataclass

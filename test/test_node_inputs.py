@@ -211,6 +211,17 @@ def test_depth_units_skew_and_target_frame_reasons(processes, ros_client, checkp
     wait_status(diags, "stamp_node: 3d", lambda s: "no 3D: tf" in values(s), "the tf reason")
 
 
+def wait_receiving(ros_client, *topics: str) -> None:
+    """Until the node's ~/self_test says each topic is receiving (the camera discovered)."""
+    from diagnostic_msgs.srv import SelfTest
+
+    def receiving() -> bool:
+        reply = ros_client.call(SelfTest, "/stamp_node/self_test", SelfTest.Request(), timeout=30)
+        seen = {values(s).get("topic"): values(s).get("status") for s in reply.status}
+        return all(seen.get(topic) == "receiving" for topic in topics)
+    wait_until(receiving, 60, f"the node receiving {topics}")
+
+
 def doctor(processes, *args: str) -> tuple[int, str]:
     proc = processes.start("-m", "stamp_ros.cli", "doctor", "--seconds", "2", "--wait", "30",
                            *args, name="doctor")
@@ -224,6 +235,7 @@ def test_doctor_on_a_healthy_and_a_broken_setup(processes, ros_client, checkpoin
     missing topic and the remap that fixes it."""
     start_node(processes, ros_client, checkpoint, image_reliability="best_effort")
     cam = camera(processes, "--depth-topic", "depth", "--info-topic", "camera_info")
+    wait_receiving(ros_client, "/image", "/depth", "/camera_info")
     code, out = doctor(processes)
     assert code == 0, out
     assert "node subscribes BEST_EFFORT, VOLATILE" in out and "/camera_peer: RELIABLE" in out
@@ -236,6 +248,7 @@ def test_doctor_on_a_healthy_and_a_broken_setup(processes, ros_client, checkpoin
 
     stop(cam)
     camera(processes, "--image-topic", "/camera/image_raw", name="moved")
+    ros_client.wait_for_publishers("/camera/image_raw")
     code, out = doctor(processes)
     assert code == 1, out
     assert "verdict image /image: ERROR no publisher on /image" in out, out

@@ -53,6 +53,11 @@ class _Recorder:
         self._decoded = 0
         self._medians: list[float] = []
 
+    def restart(self) -> None:
+        """Start the measurement window (what was decoded so far is kept)."""
+        self.sample.messages = self.sample.bytes_total = 0
+        self.sample.stamps = []
+
     def __call__(self, raw: bytes) -> None:
         sample = self.sample
         sample.messages += 1
@@ -134,8 +139,16 @@ def _inputs(node: Any, fqn: str) -> list[ProbedInput]:
             role=values["role"], camera=values.get("camera", ""), topic=values["topic"],
             msg_type=values.get("type") or MSG_TYPES.get(values["role"], ""),
             required=values.get("required", "true") == "true", node_qos=None, publishers=[],
-            node_status=status.message))
+            node_status=status.message, node_publishers=int(values.get("publishers", "0"))))
     return found
+
+
+def _wait_for_publishers(node: Any, inputs: list[ProbedInput], wait: float) -> None:
+    """Until this process's graph has discovered the publishers the node reports (bounded)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(
+            node.count_publishers(item.topic) < item.node_publishers for item in inputs):
+        time.sleep(0.1)  # polling discovery
 
 
 def _graph(node: Any, fqn: str, inputs: list[ProbedInput]) -> None:
@@ -161,6 +174,15 @@ def _measure(node: Any, inputs: list[ProbedInput], seconds: float, depth_scale: 
         recorder = _Recorder(msg_type, depth_scale, item.role == "depth")
         subs.append(node.create_subscription(msg_type, item.topic, recorder, qos, raw=True))
         recorders.append((item, recorder))
+    # The window opens once every input the node hears from has reached the doctor too (or
+    # after a bounded wait): discovery of a new subscription takes a moment, and a window
+    # that includes it would understate the rates.
+    expected = [r for item, r in recorders if item.node_publishers]
+    deadline = time.monotonic() + max(2.0, seconds)
+    while time.monotonic() < deadline and not all(r.sample.messages for r in expected):
+        time.sleep(0.05)  # polling the counters the executor thread fills
+    for _, recorder in recorders:
+        recorder.restart()
     t0 = time.monotonic()
     time.sleep(seconds)  # the measurement window itself: messages arrive on the executor
     span = time.monotonic() - t0
@@ -194,6 +216,7 @@ def probe_node(fqn: str, *, seconds: float, wait: float) -> Probe:
             if probe.state in ("unconfigured", "finalized"):
                 return probe  # no topics to look at
             probe.inputs = _inputs(node, fqn)
+            _wait_for_publishers(node, probe.inputs, wait)
         except TimeoutError as exc:
             probe.error = f"{exc}: is {fqn} a stamp_ros node, and is its executor running?"
             return probe
