@@ -151,6 +151,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def register_doctor(sub: argparse._SubParsersAction) -> None:
+    from stamp_ros.doctor import register
+
+    register(sub)
+
+
 SUBCOMMANDS: list[Registrar] = [
     register_segment,
     register_make_test_checkpoint,
@@ -158,6 +164,7 @@ SUBCOMMANDS: list[Registrar] = [
     register_demo,
     register_bag,
     register_eval,
+    register_doctor,
 ]
 
 

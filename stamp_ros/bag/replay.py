@@ -48,7 +48,7 @@ from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.overlay import render_overlay, union_mask
 from stamp_ros.ros.compressed import compressed_msg_to_rgb
 from stamp_ros.ros.convert import ImageConversionError, image_msg_to_rgb
-from stamp_ros.ros.depth3d import lift_instances, pair_depth
+from stamp_ros.ros.depth3d import Lift3D, lift_frame
 from stamp_ros.ros.frame_cache import Frame, FrameCache, NoFreshFrame
 from stamp_ros.ros.params import BY_NAME
 from stamp_ros.ros.results import error_msg, segmentation_msg
@@ -405,11 +405,13 @@ class Replayer:
                 self.reuse.record(work.query, result.token_ids, cfg.reanswer_every,
                                   forced is not None)
             t_post = time.monotonic()
-            objects, frame_3d = self._objects_3d(header, result)
+            lift = self._objects_3d(header, result)
             seg = segmentation_msg(
                 request_id=work.request_id, query=work.query, header=header, result=result,
-                model=cfg.model, wait_ms=work.wait_ms, convert_ms=convert_ms, objects=objects,
-                frame_id_3d=frame_3d, kit=kit)
+                model=cfg.model, wait_ms=work.wait_ms, convert_ms=convert_ms,
+                objects=lift.objects, frame_id_3d=lift.frame_id,
+                reasons_3d=[r.text if r else "" for r in lift.reasons],
+                depth_fractions=lift.fractions, kit=kit)
             seg.postprocess_ms += (time.monotonic() - t_post) * 1000.0
             seg.frame_age_ms = float(work.frame_age_ms)
             seg.answer_reused = forced is not None
@@ -433,20 +435,17 @@ class Replayer:
         masks = [inst.mask for inst in result.instances]
         self._write(seg, work.write_ns, t_start, rgb, masks)
 
-    def _objects_3d(self, header: Any, result: Any) -> tuple[list | None, str]:
-        """The node's 3D step (objects3d.ObjectLifter.lift without tf2: camera frame)."""
-        if not result.instances or not self.depth or self.camera_info is None:
-            return None, ""
-        depth = pair_depth(header, list(self.depth), self.cfg.depth_max_skew)
-        if depth is None:
-            if not self._depth_warned:
-                logger.warning("no depth image within depth_max_skew %.3f s of a frame; its "
-                               "results have no 3D", self.cfg.depth_max_skew)
-                self._depth_warned = True
-            return None, ""
-        objects, _points = lift_instances([inst.mask for inst in result.instances], depth,
-                                          self.camera_info, self.cfg.depth_scale)
-        return objects, header.frame_id
+    def _objects_3d(self, header: Any, result: Any) -> Lift3D:
+        """The node's 3D step (objects3d.ObjectLifter.lift without tf2: camera frame), with
+        the same per-object reasons when there is no 3D."""
+        lift = lift_frame(header, [inst.mask for inst in result.instances], list(self.depth),
+                          self.camera_info, depth_max_skew=self.cfg.depth_max_skew,
+                          depth_scale=self.cfg.depth_scale)
+        skewed = [r.text for r in lift.reasons if r is not None and r.kind == "depth_skew"]
+        if skewed and not self._depth_warned:
+            logger.warning("3D withheld: %s; results of such frames have no 3D", skewed[0])
+            self._depth_warned = True
+        return lift
 
     # ------------------------------------------------------------------ outputs
     def _emit_error(self, request_id: str, query: str, error: str, header: Any, t_ns: int, *,

@@ -80,6 +80,11 @@ class SegmentedObject:
     """Extent of the axis-aligned 3D box along x, y, z (metres)."""
     num_points: int = 0
     frame_id_3d: str = ""
+    status_3d: str = ""
+    """Empty with 3D; otherwise why there is none ("no depth received", "depth 180 ms from
+    the colour frame (depth_max_skew 50 ms)", "tf: ...", "3 valid points < 10", ...)."""
+    valid_depth_fraction: float = 0.0
+    """Share of the mask's pixels with a usable depth reading."""
 
     @property
     def has_3d(self) -> bool:
@@ -104,6 +109,9 @@ class SegmentedObject:
             size=_point(inst.size) if has_3d else None,
             num_points=int(inst.num_points) if has_3d else 0,
             frame_id_3d=str(inst.frame_id_3d) if has_3d else "",
+            # getattr: Segmentation messages recorded before these fields existed
+            status_3d=str(getattr(inst, "status_3d", "")),
+            valid_depth_fraction=float(getattr(inst, "valid_depth_fraction", 0.0)),
         )
 
 

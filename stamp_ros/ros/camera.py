@@ -79,6 +79,8 @@ class Camera:
         self.answer_reuse = AnswerReuse()
         self.outputs: dict[str, Any] = {}
         """Publisher per name in :data:`OUTPUTS`; empty while the node is not configured."""
+        self.inputs: dict[str, Any] = {}
+        """Input role (image, depth, ...) -> its watched endpoint (input_watch.Endpoint)."""
 
     def topic(self, base: str) -> str:
         """Input topic: ``image`` for the unnamed camera, ``front/image`` for "front"."""

@@ -70,8 +70,9 @@ PARAMS: tuple[Param, ...] = (
           "front/image, front/query, ... -> ~/front/result, ...", reload=True),
     Param("use_compressed", False, "subscribe to image/compressed (CompressedImage) instead of "
           "image", reload=True),
-    Param("image_reliability", "reliable", "QoS reliability of the image subscription: "
-          "reliable or best_effort (match your camera driver)",
+    Param("image_reliability", "best_effort", "QoS reliability of the camera subscriptions "
+          "(image, depth, camera_info): best_effort matches every camera driver; reliable "
+          "receives nothing from a best-effort one",
           choices=("reliable", "best_effort"), reload=True),
     Param("publish_overlay", True, "publish ~/overlay (only built while someone subscribes)"),
     Param("system_prompt", DEFAULT_SYSTEM_PROMPT, "system message of the chat"),
@@ -86,6 +87,9 @@ PARAMS: tuple[Param, ...] = (
           "one evicts the least recently used", min_value=1, max_value=1000),
     Param("conversation_timeout", 300.0, "seconds: a conversation unused this long is "
           "forgotten", min_value=1.0),
+    Param("input_timeout", 5.0, "seconds: after activation, a camera input (image; depth and "
+          "camera_info when configured) silent this long is reported in the log (once per "
+          "interval, with the likely cause) and on /diagnostics (0 = off)", min_value=0.0),
     Param("stats_period", 30.0, "seconds between ~/stats log lines and /diagnostics updates "
           "(0 = off)", min_value=0.0),
 )

@@ -141,14 +141,17 @@ class RequestPipeline:
                 camera.answer_reuse.record(job.query, result.token_ids,
                                            int(self._param("reanswer_every")), forced is not None)
             t_post = time.monotonic()
-            objects, frame_3d = self._lifter.lift(
+            lift = self._lifter.lift(
                 camera, header, result, depth_max_skew=float(self._param("depth_max_skew")),
                 depth_scale=float(self._param("depth_scale")),
                 target_frame=str(self._param("target_frame")))
+            self._stats.lifted(lift.reasons)
             seg = segmentation_msg(
                 request_id=job.request_id, query=job.query, header=header, result=result,
-                model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=objects,
-                frame_id_3d=frame_3d)
+                model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=lift.objects,
+                frame_id_3d=lift.frame_id,
+                reasons_3d=[r.text if r else "" for r in lift.reasons],
+                depth_fractions=lift.fractions)
             seg.turn = turn
             seg.frame_age_ms = float(_ms(frame_age_s))
             seg.answer_reused = forced is not None

@@ -18,6 +18,7 @@ import numpy as np
 from stamp_ros.engine.result import SegInstance, StampResult
 from stamp_ros.geometry import Object3D
 from stamp_ros.ros.convert import mono8_to_image_msg
+from stamp_ros.status3d import no_depth
 
 __all__ = [
     "MessageKit",
@@ -96,7 +97,10 @@ def rclpy_kit() -> RclpyKit:
 
 
 def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
-                 frame_id_3d: str = "", *, kit: MessageKit | None = None) -> Any:
+                 frame_id_3d: str = "", *, kit: MessageKit | None = None,
+                 status_3d: str = "", valid_depth_fraction: float = 0.0) -> Any:
+    """One Instance; without ``obj`` its ``status_3d`` says why (``status_3d``, by default
+    "no depth received")."""
     kit = kit or rclpy_kit()
     msg = kit.instance()
     msg.mask = kit.mono8(inst.mask.astype(bool), header)
@@ -107,8 +111,11 @@ def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
     msg.x_min, msg.y_min, msg.x_max, msg.y_max = (int(v) for v in inst.bbox)
     msg.area = int(inst.area)
     msg.score = float(inst.score)
+    msg.valid_depth_fraction = float(valid_depth_fraction)
     if obj is not None:
         fill_3d(msg, obj, frame_id_3d)
+    else:
+        msg.status_3d = status_3d or no_depth().text
     return msg
 
 
@@ -132,8 +139,12 @@ def segmentation_msg(
     convert_ms: float,
     objects: Sequence[Object3D | None] | None = None,
     frame_id_3d: str = "",
+    reasons_3d: Sequence[str] | None = None,
+    depth_fractions: Sequence[float] | None = None,
     kit: MessageKit | None = None,
 ) -> Any:
+    """A successful result; ``objects`` (3D per instance or None), ``reasons_3d`` (why an
+    instance has none) and ``depth_fractions`` (valid-depth share of its mask) as lifted."""
     kit = kit or rclpy_kit()
     msg = kit.segmentation()
     msg.header = header
@@ -143,10 +154,15 @@ def segmentation_msg(
     msg.success = True
     msg.model = model
     msg.grid_height, msg.grid_width = (int(v) for v in result.grid_size)
-    objects = list(objects) if objects is not None else [None] * len(result.instances)
+    count = len(result.instances)
+    objects = list(objects) if objects is not None else [None] * count
+    reasons = list(reasons_3d) if reasons_3d is not None else [""] * count
+    fractions = list(depth_fractions) if depth_fractions is not None else [0.0] * count
     msg.instances = [
-        instance_msg(inst, header, obj, frame_id_3d, kit=kit)
-        for inst, obj in zip(result.instances, objects, strict=True)
+        instance_msg(inst, header, obj, frame_id_3d, kit=kit, status_3d=reason,
+                     valid_depth_fraction=fraction)
+        for inst, obj, reason, fraction in zip(result.instances, objects, reasons, fractions,
+                                               strict=True)
     ]
     t = result.timings_ms
     msg.wait_ms = float(wait_ms)
