@@ -30,22 +30,32 @@ class ObjectLifter:
         """Per instance its 3D summary (or None) and the frame they are in; (None, "") when the
         camera has no depth or intrinsics or no depth image is within ``depth_max_skew``.
         Publishes the points and markers of the camera as a side effect."""
-        if not result.instances or not camera.depth or camera.camera_info is None:
+        objects, points, frame_id = self.lift_masks(
+            camera, header, [inst.mask for inst in result.instances],
+            depth_max_skew=depth_max_skew, depth_scale=depth_scale, target_frame=target_frame)
+        if objects is None:
             return None, ""
+        self._publish(camera, header, frame_id, objects, points, result.text)
+        return objects, frame_id
+
+    def lift_masks(self, camera: Camera, header: Any, masks: list, *, depth_max_skew: float,
+                   depth_scale: float, target_frame: str) -> tuple[list | None, list, str]:
+        """:meth:`lift` without publishing: (objects, points, frame id), objects None when
+        there is nothing to lift (also used for every tracked frame)."""
+        if not masks or not camera.depth or camera.camera_info is None:
+            return None, [], ""
         depth = pair_depth(header, list(camera.depth), depth_max_skew)
         if depth is None:
             self._node.get_logger().warning(
                 "depth is subscribed but no depth image is within depth_max_skew of the frame",
                 throttle_duration_sec=THROTTLE_S)
-            return None, ""
-        objects, points = lift_instances([inst.mask for inst in result.instances], depth,
-                                         camera.camera_info, depth_scale)
+            return None, [], ""
+        objects, points = lift_instances(masks, depth, camera.camera_info, depth_scale)
         frame_id = header.frame_id
         if target_frame and target_frame != frame_id:
             objects, points, frame_id = self._to_target_frame(objects, points, header,
                                                               target_frame)
-        self._publish(camera, header, frame_id, objects, points, result.text)
-        return objects, frame_id
+        return objects, points, frame_id
 
     def _to_target_frame(self, objects: list, points: list, header: Any,
                          target: str) -> tuple[list, list, str]:
