@@ -34,7 +34,8 @@ from stamp_ros.ros.results import ModelAnswer, mark_tracked, tracks_msg
 from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame
 
 REFRESH_LOG_S = 5.0
-"""Requests for a fresh answer are logged at most this often per camera."""
+"""Requests for a fresh answer (per camera) and tracking failures are logged at most this
+often."""
 
 
 def tracker_config(param: Callable[[str], Any]) -> TrackerConfig:
@@ -71,6 +72,7 @@ class TrackStream:
         self._thread: threading.Thread | None = None
         self.dropped_frames = 0
         self.published = 0
+        self._last_error_log = 0.0
 
     # ------------------------------------------------------------------ state
     def enabled(self) -> bool:
@@ -149,14 +151,17 @@ class TrackStream:
                 return
             camera, frame = item
             try:
-                self._track(camera, frame)
+                self.process(camera, frame)
             except Exception as exc:  # a bad frame must not end tracking for the others
-                self._log.warning(f"tracking frame {frame.seq} of camera {camera.label} "
-                                  f"failed: {type(exc).__name__}: {exc}",
-                                  throttle_duration_sec=REFRESH_LOG_S)
+                now = time.monotonic()
+                if now - self._last_error_log >= REFRESH_LOG_S:
+                    self._last_error_log = now
+                    self._log.warning(f"tracking frame {frame.seq} of camera {camera.label} "
+                                      f"failed: {type(exc).__name__}: {exc}")
 
-    def _track(self, camera: Camera, frame: Frame) -> None:
-        """One frame: convert, step the tracker, publish ~/tracks (and the overlay)."""
+    def process(self, camera: Camera, frame: Frame) -> None:
+        """One frame (what the thread does with each): convert, step the tracker, publish
+        ``~/tracks`` (and the overlay)."""
         state = self._state(camera, camera.continuous_query)
         if state is None:
             return
