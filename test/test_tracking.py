@@ -196,7 +196,9 @@ def test_object_leaving_the_image_is_lost_within_a_few_frames():
         visible = scene.mask(i).sum() / full
         if lost_at is None and out.lost:
             lost_at = i
-            assert out.lost[0][0] == 1 and "left the image" in out.lost[0][1], out.lost
+            # Either its carried mask is mostly outside, or its points are (they fail there).
+            assert out.lost[0][0] == 1, out.lost
+            assert "left the image" in out.lost[0][1] or "could be followed" in out.lost[0][1]
             assert out.refresh_reason.startswith("track 1 lost")
         if lost_at is None:
             assert len(out.objects) == 1

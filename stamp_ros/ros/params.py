@@ -66,7 +66,7 @@ PARAMS: tuple[Param, ...] = (
           "continue a track (else it gets a new id)", min_value=0.01, max_value=1.0),
     Param("track_max_misses", 2, "tracking: a track not matched by this many model answers in "
           "a row ends", min_value=1, max_value=1000),
-    Param("track_max_side", 320, "tracking: longer side (px, at most) of the grey image motion "
+    Param("track_max_side", 480, "tracking: longer side (px, at most) of the grey image motion "
           "is estimated on (frames are downscaled by an integer factor)", min_value=64,
           max_value=4096),
     Param("track_fb_threshold", 1.0, "tracking: forward-backward error (px of that image) above "

@@ -23,7 +23,7 @@ def texture(h: int, w: int, seed: int, contrast: float = 1.0) -> np.ndarray:
     a cluttered room gives a corner detector)."""
     rng = np.random.default_rng(seed)
     img = np.full((h, w, 3), 128, np.float32)
-    for _ in range(max(40, h * w // 6000)):
+    for _ in range(max(40, h * w // 1500)):
         color = rng.uniform(0, 255, 3).tolist()
         x, y = int(rng.uniform(0, w)), int(rng.uniform(0, h))
         size = int(rng.uniform(4, 40))

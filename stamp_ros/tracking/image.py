@@ -72,7 +72,8 @@ def working_frame(image: np.ndarray, max_side: int) -> WorkingFrame:
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A full-resolution mask (nonzero = foreground) at ``size`` (w, h) as uint8 0/1: a working
     pixel is foreground when at least half of what it covers is."""
-    m = (np.asarray(mask) != 0).astype(np.uint8)
+    m = (np.asarray(mask) != 0).view(np.uint8)
     if (m.shape[1], m.shape[0]) == tuple(size):
         return m
-    return (cv2.resize(m * 255, size, interpolation=cv2.INTER_AREA) >= 128).astype(np.uint8)
+    return (cv2.resize(m * np.uint8(255), size, interpolation=cv2.INTER_AREA) >= 128).view(
+        np.uint8)

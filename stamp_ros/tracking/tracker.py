@@ -39,6 +39,9 @@ from stamp_ros.tracking.scene import SceneMotion
 
 MAX_OBJECT_POINTS = 50
 """Points followed per object; topped up from the current mask when half are gone."""
+REDETECT_PAUSE = 10
+"""Frames to wait before looking for new points again when the last look found (almost) none
+(a weakly textured object would otherwise cost a corner search on every frame)."""
 MIN_POINTS = 5
 """Fewer consistent points than this and an object's motion is unknown: lost."""
 LOST_FAILED_FRACTION = 0.5
@@ -61,7 +64,7 @@ class TrackerConfig:
     """A model mask continues a track only with at least this mask IoU."""
     max_misses: int = 2
     """A track not matched by this many model answers in a row ends."""
-    max_side: int = 320
+    max_side: int = 480
     """Longer side (px) of the grey working image motion is estimated on (at most; frames are
     downscaled by an integer factor)."""
     fb_threshold: float = 1.0
@@ -113,11 +116,6 @@ class FrameTracks:
         return ""
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    x, y, w, h = cv2.boundingRect(mask)
-    return (0, 0, -1, -1) if w == 0 or h == 0 else (x, y, x + w - 1, y + h - 1)
-
-
 @dataclass(eq=False)
 class _Track:
     track_id: int
@@ -125,6 +123,7 @@ class _Track:
     """The model's mask (full resolution, uint8 0/1) the track was last grounded on."""
     key_small: np.ndarray = field(repr=False, default=None)
     key_area: int = 0
+    key_box: tuple[int, int, int, int] = (0, 0, -1, -1)
     key_seq: int = -1
     score: float = 0.0
     transform: np.ndarray = field(default_factory=motion.identity)
@@ -138,6 +137,10 @@ class _Track:
     """Why the track is lost ("" = live)."""
     mask: np.ndarray | None = field(repr=False, default=None)
     """Full-resolution mask on the newest processed frame (uint8 0/1)."""
+    area: int = 0
+    box: tuple[int, int, int, int] = (0, 0, -1, -1)
+    redetect_at: int = -1
+    """Frame from which new points may be looked for again."""
     history: deque = field(default_factory=lambda: deque(maxlen=TRACK_HISTORY), repr=False)
     """(seq, key -> frame transform) of processed frames since the key."""
 
@@ -254,17 +257,20 @@ class QueryTracker:
         scale = motion.scale_of(fit.transform)
         if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
             return f"its mask collapsed (scale {scale:.2f} of the model's mask)"
-        mask = motion.warp_mask(t.key_mask, motion.full_resolution(fit.transform, frame),
-                                frame.full_size)
-        visible = cv2.countNonZero(mask) / max(1.0, t.key_area * scale * scale)
+        mask, area, box = motion.place_mask(
+            t.key_mask, t.key_box, motion.full_resolution(fit.transform, frame),
+            frame.full_size)
+        visible = area / max(1.0, t.key_area * scale * scale)
         if visible < MIN_VISIBLE_FRACTION:
             return f"it left the image ({visible:.0%} of it still inside)"
-        t.transform, t.mask = fit.transform, mask
+        t.transform, t.mask, t.area, t.box = fit.transform, mask, area, box
         t.pts_key, t.pts_cur = t.pts_key[ok][fit.inliers], new[ok][fit.inliers]
-        if len(t.pts_cur) < MAX_OBJECT_POINTS // 2:
+        if len(t.pts_cur) < MAX_OBJECT_POINTS // 2 and seq >= t.redetect_at:
             region = motion.warp_mask(t.key_small, t.transform, frame.size)
             more = motion.detect_points(frame.grey, region, MAX_OBJECT_POINTS - len(t.pts_cur),
                                         avoid=t.pts_cur)
+            if len(more) < 3:
+                t.redetect_at = seq + REDETECT_PAUSE
             t.pts_cur = np.concatenate([t.pts_cur, more])
             t.pts_key = np.concatenate([t.pts_key,
                                         motion.apply(np.linalg.inv(t.transform), more)])
@@ -277,11 +283,10 @@ class QueryTracker:
             if t.lost:
                 continue
             if t.mask is None:
-                t.mask = motion.warp_mask(t.key_mask,
-                                          motion.full_resolution(t.transform, frame),
-                                          frame.full_size)
-            area = cv2.countNonZero(t.mask)
-            objects.append(TrackedObject(t.track_id, t.mask.view(bool), _bbox(t.mask), area,
+                t.mask, t.area, t.box = motion.place_mask(
+                    t.key_mask, t.key_box, motion.full_resolution(t.transform, frame),
+                    frame.full_size)
+            objects.append(TrackedObject(t.track_id, t.mask.view(bool), t.box, t.area,
                                          t.score))
         out = FrameTracks(seq, objects, propagated=self._answered_seq != seq,
                           grounded_seq=self.grounded_seq, grounding=self.grounding,
@@ -296,35 +301,35 @@ class QueryTracker:
         """A model answer for frame ``seq`` (its working frame and its full-resolution masks,
         in answer order). Returns the track id of each mask (0: not tracked, i.e. an empty or
         too small mask, or an answer older than the last scene change that matches no track).
-        """
+        The per-mask preparation (downscaling, corner search) runs before the tracker's lock
+        is taken, so the frame thread waits only for the matching and the carry."""
         scores = list(scores) if scores is not None else [0.0] * len(masks)
+        answered = [_Answered.of(i, m, float(scores[i]), frame) for i, m in enumerate(masks)]
+        usable = [a for a in answered if a.small.any()]
         with self._lock:
             if seq > self._prev_seq:  # the answer is ahead of the frames stepped so far
                 self._advance(seq, frame)
             size = self._prev.size
-            small = [resize_mask(m, size) for m in masks]
-            usable = [i for i, m in enumerate(small) if m.any()]
             tracks = list(self._tracks)
             epoch = self._scene.epoch_at(seq)
             comparable = [t for t in tracks if t.epoch == epoch]
             where = [t.small_mask_at(seq, size) for t in comparable]
-            pairs = assign_by_iou(iou_matrix([small[i] for i in usable], where),
+            pairs = assign_by_iou(iou_matrix([a.small for a in usable], where),
                                   self.config.min_iou)
             ids = [0] * len(masks)
             matched: dict[int, _Track] = {}
             for row, col in pairs:
-                matched[usable[row]] = comparable[col]
-                ids[usable[row]] = comparable[col].track_id
+                matched[usable[row].index] = comparable[col]
+                ids[usable[row].index] = comparable[col].track_id
             if seq < self._scene.last_change_seq:
                 return ids  # about the scene before a change: identity only, no re-keying
-            for i in usable:
-                track = matched.get(i)
+            for a in usable:
+                track = matched.get(a.index)
                 if track is None:
                     track = _Track(self.ids.next())
                     self._tracks.append(track)
-                    ids[i] = track.track_id
-                self._rekey(track, seq, frame, masks[i], small[i], float(scores[i]),
-                            is_new=i not in matched)
+                    ids[a.index] = track.track_id
+                self._rekey(track, seq, frame, a, is_new=a.index not in matched)
             kept = set(matched.values())
             for t in tracks:
                 if t not in kept:
@@ -336,11 +341,11 @@ class QueryTracker:
                 self._answered_seq = seq
             return ids
 
-    def _rekey(self, t: _Track, seq: int, frame: WorkingFrame, mask: np.ndarray,
-               small: np.ndarray, score: float, is_new: bool) -> None:
+    def _rekey(self, t: _Track, seq: int, frame: WorkingFrame, a: _Answered,
+               is_new: bool) -> None:
         """Make the answered mask the track's key and carry it to the newest processed frame."""
         cur, cur_seq = self._prev, self._prev_seq
-        pts = motion.detect_points(frame.grey, small, MAX_OBJECT_POINTS)
+        pts = a.pts
         predicted = None
         if not is_new and not t.lost:
             predicted = t.transform @ np.linalg.inv(t.transform_at(seq))
@@ -363,12 +368,13 @@ class QueryTracker:
                 pts, pts_cur = pts[ok][fit.inliers], new[ok][fit.inliers]
         elif len(pts) < MIN_POINTS:
             lost = f"only {len(pts)} trackable points in the model's mask"
-        t.key_mask = (np.asarray(mask) != 0).astype(np.uint8)
-        t.key_small, t.key_area, t.key_seq = small, int(cv2.countNonZero(t.key_mask)), seq
-        t.score, t.transform, t.misses = score, transform, 0
+        t.key_mask, t.key_small, t.key_area, t.key_box = a.mask, a.small, a.area, a.box
+        t.key_seq, t.redetect_at = seq, -1
+        t.score, t.transform, t.misses = a.score, transform, 0
         t.epoch = self._scene.epoch_at(seq)
         t.pts_key, t.pts_cur = pts, pts_cur
-        t.mask = t.key_mask if seq == cur_seq else None
+        t.mask, t.area, t.box = (t.key_mask, t.key_area, t.key_box) if seq == cur_seq else (
+            None, 0, (0, 0, -1, -1))
         t.history.clear()
         t.history.append((seq, motion.identity()))
         if cur_seq != seq:
@@ -376,3 +382,27 @@ class QueryTracker:
         if lost and not t.lost:
             self._events.append((t.track_id, lost))
         t.lost = lost
+
+
+@dataclass
+class _Answered:
+    """One mask of a model answer, prepared for grounding."""
+
+    index: int
+    mask: np.ndarray
+    """Full resolution, uint8 0/1."""
+    small: np.ndarray
+    """Working resolution, uint8 0/1."""
+    area: int
+    box: tuple[int, int, int, int]
+    pts: np.ndarray
+    """Corners inside the mask on the answered frame (working pixels)."""
+    score: float
+
+    @classmethod
+    def of(cls, index: int, mask: np.ndarray, score: float, frame: WorkingFrame) -> _Answered:
+        full = (np.asarray(mask) != 0).astype(np.uint8)
+        small = resize_mask(full, frame.size)
+        pts = motion.detect_points(frame.grey, small, MAX_OBJECT_POINTS)
+        return cls(index, full, small, int(cv2.countNonZero(full)), motion.box_of(full), pts,
+                   score)
