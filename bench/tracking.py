@@ -250,7 +250,8 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path) -> 
             node.create_subscription(
                 Segmentation, "/stamp_node/tracks",
                 lambda m: tracks.append((time.time(), _sec(m.header.stamp), m.total_ms,
-                                         m.propagated)), reliable)
+                                         m.propagated, m.wait_ms, m.preprocess_ms, m.mask_ms,
+                                         m.postprocess_ms)), reliable)
             node.create_subscription(Segmentation, "/stamp_node/result",
                                      lambda m: results.append((time.time(), m.success)),
                                      reliable)
@@ -318,6 +319,9 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path) -> 
         "e2e_latency_ms_p50": pct(e2e, 50), "e2e_latency_ms_p90": pct(e2e, 90),
         "model_answers_per_s": round(len(answers) / span, 2),
         "propagated_fraction": round(sum(1 for t in window if t[3]) / max(1, len(window)), 3),
+        "stages_ms_p50_p90": {
+            stage: [pct([t[k] for t in window], 50), pct([t[k] for t in window], 90)]
+            for k, stage in ((4, "wait"), (5, "convert"), (6, "step"), (7, "message"))},
     }
     row["goal_met"] = bool(row["tracks_hz"] >= GOAL_HZ and row["added_latency_ms_p90"] is not None
                            and row["added_latency_ms_p90"] <= GOAL_P90_MS)

@@ -21,7 +21,7 @@ import numpy as np
 from stamp_ros.tracking import motion
 from stamp_ros.tracking.image import WorkingFrame
 
-SCENE_POINTS = 100
+SCENE_POINTS = 64
 """Points kept over the whole image; topped up when fewer than half survive."""
 MIN_SCENE_POINTS = 20
 """Fewer tracked points than this (a blank wall) say nothing about a scene change."""

@@ -37,7 +37,7 @@ from stamp_ros.tracking.identity import TrackIds, assign_by_iou, iou_matrix
 from stamp_ros.tracking.image import WorkingFrame, resize_mask
 from stamp_ros.tracking.scene import SceneMotion
 
-MAX_OBJECT_POINTS = 50
+MAX_OBJECT_POINTS = 40
 """Points followed per object; topped up from the current mask when half are gone."""
 REDETECT_PAUSE = 10
 """Frames to wait before looking for new points again when the last look found (almost) none
