@@ -348,6 +348,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=150, help="frames per propagation case")
     parser.add_argument("--models", default="tiny,mid", help="node part: model shapes")
     parser.add_argument("--seconds", type=float, default=20.0, help="node part: window")
+    parser.add_argument("--repeats", type=int, default=1, help="node part: runs per model")
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -369,7 +370,8 @@ def main() -> int:
     if "node" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             report["node"] = [bench_node(m, args.seconds, (640, 480), Path(tmp))
-                              for m in args.models.split(",") if m]
+                              for m in args.models.split(",") if m
+                              for _ in range(max(1, args.repeats))]
         report["goal"] = {"tracks_hz_min": GOAL_HZ, "added_latency_p90_ms_max": GOAL_P90_MS,
                           "at": "640x480, 30 Hz input, model answering non-stop"}
     report["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
