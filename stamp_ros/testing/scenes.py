@@ -72,16 +72,19 @@ class PanScene:
         cv2.ellipse(self.object, (self.origin[0] + x + bw // 2, self.origin[1] + y + bh // 2),
                     (bw // 2, bh // 2), 0, 0, 360, 1, -1)
 
-    def _warp(self, img: np.ndarray, i: int, interp: int) -> np.ndarray:
-        ox, oy = self.origin[0] + self.vx * i, self.origin[1] + self.vy * i
-        m = np.float32([[1, 0, -ox], [0, 1, -oy]])
+    def _warp(self, img: np.ndarray, dx: float, dy: float, interp: int) -> np.ndarray:
+        m = np.float32([[1, 0, -(self.origin[0] + dx)], [0, 1, -(self.origin[1] + dy)]])
         return cv2.warpAffine(img, m, (self.w, self.h), flags=interp)
 
     def frame(self, i: int) -> np.ndarray:
-        return self._warp(self.canvas, i, cv2.INTER_LINEAR)
+        return self.view(self.vx * i, self.vy * i)
 
     def mask(self, i: int) -> np.ndarray:
-        return self._warp(self.object, i, cv2.INTER_NEAREST)
+        return self._warp(self.object, self.vx * i, self.vy * i, cv2.INTER_NEAREST)
+
+    def view(self, dx: float, dy: float = 0.0) -> np.ndarray:
+        """The window moved by (dx, dy) from the start (within the canvas margin)."""
+        return self._warp(self.canvas, dx, dy, cv2.INTER_LINEAR)
 
 
 class ObjectScene:
