@@ -78,6 +78,8 @@ class StampNode(LifecycleNode):
                                          self._stats, conversations)
         self._tracks = self._pipeline.tracking = TrackStream(self._param, self.get_logger(),
                                                              lifter)
+        self._tracks.camera_of = lambda name: self._calls.camera(name)
+        self._tracks.refusal = lambda job: self._pipeline.refusal(job, self._worker is not None)
         self._worker: InferenceWorker | None = None
         self._cameras: dict[str, Camera] = {}
         self._query_ids = itertools.count(1)
@@ -166,7 +168,7 @@ class StampNode(LifecycleNode):
                 f"{camera.outputs['result'].topic_name}")
         self._service = self.create_service(Segment, "~/segment", self._calls.on_service,
                                             qos_profile=calls_qos, callback_group=call_group)
-        self._track_service = self.create_service(Track, "~/track", self._on_track,
+        self._track_service = self.create_service(Track, "~/track", self._tracks.on_track,
                                                   callback_group=request_group)
         self._action_server = ActionServer(
             self, SegmentAction, "~/segment", self._calls.on_goal,
@@ -348,35 +350,6 @@ class StampNode(LifecycleNode):
         self._tracks.reset(camera)
         self.get_logger().info(f"continuous mode, camera {camera.label}: tracking "
                                f"{msg.data[:200]!r}")
-
-    def _on_track(self, request: Track.Request, response: Track.Response) -> Track.Response:
-        """~/track: start tracking ``query`` on a camera (what a continuous-mode query does,
-        acknowledged), or stop with an empty query. Refused with a reason unless the node is
-        active in continuous mode with track:=true."""
-        camera = self._calls.camera(request.camera)
-        response.success = False
-        if camera is None:
-            response.error = (f"unknown camera {request.camera!r}: this node serves "
-                              f"{', '.join(repr(c) for c in self._cameras)}")
-            return response
-        response.tracks_topic = camera.outputs["tracks"].topic_name if camera.outputs else ""
-        if not self._tracks.enabled():
-            response.error = ("tracking needs mode:=continuous and track:=true (now mode "
-                              f"{self._param('mode')!r}, track {self._param('track')})")
-            return response
-        if request.query:
-            job = Job(request_id="track", query=request.query, source="topic",
-                      asked_at=time.monotonic(), camera=camera)
-            reason = self._pipeline.refusal(job, self._worker is not None)
-            if reason:
-                response.error = reason
-                return response
-        camera.track(request.query)
-        self._tracks.reset(camera)
-        self.get_logger().info(f"~/track, camera {camera.label}: " + (
-            f"tracking {request.query[:200]!r}" if request.query else "stopped"))
-        response.success = True
-        return response
 
     def _submit(self, job: Job) -> None:
         worker = self._worker

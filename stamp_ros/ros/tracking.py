@@ -33,6 +33,7 @@ from stamp_ros.ros.convert import image_msg_to_rgb, rgb_to_image_msg
 from stamp_ros.ros.frame_cache import Frame
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.results import ModelAnswer, mark_tracked, tracks_msg
+from stamp_ros.ros.worker import Job
 from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame
 
 GIL_SWITCH_INTERVAL_S = 0.001
@@ -93,6 +94,10 @@ class TrackStream:
         self.published = 0
         self._last_error_log = 0.0
         self._tuned = False
+        self.camera_of: Callable[[str], Camera | None] = lambda name: None
+        """The camera a request names ("" = the first); set by the node."""
+        self.refusal: Callable[[Job], str] = lambda job: ""
+        """Why a query can never be answered ("" when it can); set by the node."""
 
     # ------------------------------------------------------------------ state
     def enabled(self) -> bool:
@@ -127,6 +132,34 @@ class TrackStream:
                                                               tracker_config(self._param)))
                 self._cameras[camera.name] = state
             return state if state.query == query else None
+
+    def on_track(self, request: Any, response: Any) -> Any:
+        """``~/track`` (stamp_ros/srv/Track): start tracking ``query`` on a camera (what a
+        continuous-mode ``query`` message does, acknowledged), or stop with an empty query.
+        Refused with the reason unless the node is active in continuous mode with track:=true,
+        the camera exists and the query can be answered."""
+        camera = self.camera_of(request.camera)
+        response.success = False
+        if camera is None:
+            response.error = f"unknown camera {request.camera!r}"
+            return response
+        response.tracks_topic = camera.outputs["tracks"].topic_name if camera.outputs else ""
+        if not self.enabled():
+            response.error = ("tracking needs mode:=continuous and track:=true (now mode "
+                              f"{self._param('mode')!r}, track {self._param('track')})")
+            return response
+        if request.query:
+            reason = self.refusal(Job(request_id="track", query=request.query, source="topic",
+                                      asked_at=time.monotonic(), camera=camera))
+            if reason:
+                response.error = reason
+                return response
+        camera.track(request.query)
+        self.reset(camera)
+        self._log.info(f"~/track, camera {camera.label}: " + (
+            f"tracking {request.query[:200]!r}" if request.query else "stopped"))
+        response.success = True
+        return response
 
     # ------------------------------------------------------------------ the thread
     def start(self) -> None:
