@@ -19,9 +19,20 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from test_bag import BLOCK_ROS, REPO, SMALL, T0, image_msg, read_bag, run_bag, write_bag
+from test_bag import (
+    BLOCK_ROS,
+    REPO,
+    SMALL,
+    T0,
+    image_msg,
+    pixels,
+    read_bag,
+    run_bag,
+    write_bag,
+)
 
 from stamp_ros.client.result import SegmentResult
+from stamp_ros.palette import color_for
 from stamp_ros.testing.checkpoint import make_test_checkpoint
 from stamp_ros.testing.scenes import PanScene
 
@@ -110,6 +121,13 @@ def test_model_every_n_frames_tracks_every_frame(ckpt, pan_bag, tmp_path, capsys
                 assert abs(shift_found(obj.mask, model, PAN * 10) - PAN * (i - k)) <= 2
                 moved += 1
     assert moved >= 5
+    # The overlay of every frame draws each track in its id's colour (outline and label box).
+    for (_, overlay), (_, msg) in zip(bag["/stamp/overlay"], tracks, strict=True):
+        assert overlay.header.stamp == msg.header.stamp
+        image = pixels(overlay)
+        for inst in msg.instances:
+            solid = np.all(image == np.array(color_for(inst.track_id), np.uint8), axis=2)
+            assert solid.sum() > 50, f"track {inst.track_id} not drawn in its colour"
 
 
 def test_model_period_answers_arrive_late_and_ground_later_frames(ckpt, pan_bag, tmp_path,
