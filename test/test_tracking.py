@@ -75,6 +75,32 @@ def test_camera_pan_keeps_iou_after_30_frames(velocity):
     assert iou(scene.mask(0), scene.mask(30)) < 0.7
 
 
+@pytest.mark.parametrize(("angle", "zoom"), [(1.0, 1.0), (0.0, 1.01), (-0.7, 0.993)])
+def test_rotating_and_zooming_camera_keeps_iou_after_30_frames(angle, zoom):
+    """The motion model is a similarity: a camera turning 1 degree per frame, or zooming in or
+    out 1 % per frame (with a turn), is followed as well as a pan."""
+    import cv2
+
+    canvas = texture(480, 640, seed=14)
+    true = np.zeros((480, 640), np.uint8)
+    cv2.ellipse(true, (210, 170), (90, 70), 0, 0, 360, 1, -1)
+
+    def at(i, img, interp):
+        m = cv2.getRotationMatrix2D((320, 240), angle * i, zoom ** i)
+        return cv2.warpAffine(img, m, (640, 480), flags=interp, borderMode=cv2.BORDER_REFLECT)
+
+    # Off the centre: standing still would not do.
+    assert iou(true, at(30, true, cv2.INTER_NEAREST)) < 0.7
+
+    tracker = QueryTracker(TrackIds())
+    first = working_frame(canvas, SIDE)
+    tracker.step(0, first)
+    tracker.ground(0, first, [true])
+    for i in range(1, 31):
+        out = tracker.step(i, working_frame(at(i, canvas, cv2.INTER_LINEAR), SIDE))
+        assert iou(only_mask(out), at(i, true, cv2.INTER_NEAREST)) >= 0.85, i
+
+
 def test_model_like_masks_are_carried_as_they_are():
     """A blocky 28-px-cell mask is carried as such: after 30 frames it matches the equally
     moved model mask, whatever the object inside it does at its edges."""
