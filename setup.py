@@ -34,6 +34,7 @@ setup(
         "opencv-python-headless>=4.8",
         "pillow>=10",
         "psutil>=5.9",
+        "scipy>=1.10",
     ],
     extras_require={"bag": ["rosbags>=0.11,<0.12"], "sam": ["segment-anything>=1.0"]},
     entry_points={"console_scripts": ["stamp-ros=stamp_ros.cli:main"]},

@@ -75,7 +75,7 @@ LOCKS = (
              "lowest-direct",
              "scripts/setup-oldest: the engine's declared requirements at their lowest "
              "(torch at CI's pin), pytest, and the newest lock's kernels: transformers 5.0-5.12 "
-             "broke on import next to it (.venv-oldest; the engine tests)"),
+             "broke on import next to it (.venv-oldest; the engine and tracker tests)"),
 )
 
 

@@ -18,7 +18,7 @@ from stamp_ros.ros.frame_cache import FrameCache
 DEPTH_BUFFER = 30
 """Depth images kept for pairing by stamp: one second of a 30 Hz depth stream."""
 
-OUTPUTS = ("result", "answer", "mask", "overlay", "points", "markers")
+OUTPUTS = ("result", "answer", "mask", "overlay", "points", "markers", "tracks")
 """The per-camera output topics (``~/result`` or ``~/<camera>/result`` ...)."""
 
 

@@ -44,11 +44,12 @@ from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.param_descriptors import parameter_descriptor
 from stamp_ros.ros.params import BY_NAME, PARAMS, validate
 from stamp_ros.ros.pipeline import RequestPipeline, free_cuda_cache
+from stamp_ros.ros.tracking import TrackStream
 from stamp_ros.ros.worker import InferenceWorker, Job
-from stamp_ros.srv import Segment
+from stamp_ros.srv import Segment, Track
 
-OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray),
-                        strict=True))
+OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray,
+                                  Segmentation), strict=True))
 ACTION_RESULT_TIMEOUT_S = 60
 """How long a finished goal's result stays retrievable (Kilted's default is 10 s, Jazzy's 900 s):
 long enough for a slow planner, short enough that results carrying full-size masks do not pile
@@ -75,8 +76,13 @@ class StampNode(LifecycleNode):
         conversations = ConversationStore(lambda: (
             int(self._param("conversation_max_turns")), int(self._param("max_conversations")),
             float(self._param("conversation_timeout"))))
-        self._pipeline = RequestPipeline(self._param, self.get_logger(), ObjectLifter(self),
+        lifter = ObjectLifter(self)
+        self._pipeline = RequestPipeline(self._param, self.get_logger(), lifter,
                                          self._stats, conversations)
+        self._tracks = self._pipeline.tracking = TrackStream(self._param, self.get_logger(),
+                                                             lifter)
+        self._tracks.camera_of = lambda name: self._calls.camera(name)
+        self._tracks.refusal = lambda job: self._pipeline.refusal(job, self._worker is not None)
         self._worker: InferenceWorker | None = None
         self._cameras: dict[str, Camera] = {}
         self._query_ids = itertools.count(1)
@@ -87,6 +93,7 @@ class StampNode(LifecycleNode):
         self._output_publishers: list[Any] = []
         self._diagnostics_pub: Any = None
         self._service: Any = None
+        self._track_service: Any = None
         self._action_server: ActionServer | None = None
         self._stats_timer: Any = None
         self._wake: Any = None
@@ -171,6 +178,8 @@ class StampNode(LifecycleNode):
                 f"{camera.outputs['result'].topic_name}")
         self._service = self.create_service(Segment, "~/segment", self._calls.on_service,
                                             qos_profile=calls_qos, callback_group=call_group)
+        self._track_service = self.create_service(Track, "~/track", self._tracks.on_track,
+                                                  callback_group=request_group)
         self._action_server = ActionServer(
             self, SegmentAction, "~/segment", self._calls.on_goal,
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
@@ -203,6 +212,7 @@ class StampNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._worker = InferenceWorker(self._pipeline.handle, self._pipeline.reject,
                                        int(self._param("max_pending")), on_start=self._warmup)
+        self._tracks.start()
         self._active = True
         if self._watch is not None:
             self._watch.activate()
@@ -241,6 +251,7 @@ class StampNode(LifecycleNode):
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(reason)
+        self._tracks.stop()
         self._pipeline.segmenter = None
         for camera in self._cameras.values():
             camera.answer_reuse.clear()
@@ -259,6 +270,8 @@ class StampNode(LifecycleNode):
             self._action_server.destroy()
         if self._service is not None:
             self.destroy_service(self._service)
+        if self._track_service is not None:
+            self.destroy_service(self._track_service)
         for sub in self._input_subscriptions:
             self.destroy_subscription(sub)
         for pub in [*self._output_publishers, self._diagnostics_pub]:
@@ -270,6 +283,7 @@ class StampNode(LifecycleNode):
             camera.outputs = {}
         self._input_subscriptions, self._output_publishers = [], []
         self._diagnostics_pub = self._service = self._action_server = None
+        self._track_service = None
         self._stats_timer = self._wake = self._calls.wake = None
         self._health_timer = self._self_test = self._watch = self._last_snap = None
 
@@ -366,6 +380,7 @@ class StampNode(LifecycleNode):
             worker.offer_continuous(Job(
                 request_id=f"c{cached.seq}", query=query, source="continuous",
                 asked_at=cached.received, frame=cached, camera=camera), key=camera.name)
+            self._tracks.offer(camera, cached)
 
     def _on_query(self, camera: Camera, msg: String) -> None:
         """A plain-text request: answered once on a fresh frame, or in continuous mode tracked
@@ -379,8 +394,10 @@ class StampNode(LifecycleNode):
         if reason:
             self._pipeline.reject(job, reason)
             camera.track("")
+            self._tracks.reset(camera)
             return
         camera.track(msg.data)
+        self._tracks.reset(camera)
         self.get_logger().info(f"continuous mode, camera {camera.label}: tracking "
                                f"{msg.data[:200]!r}")
 

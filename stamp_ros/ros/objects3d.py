@@ -36,19 +36,23 @@ class ObjectLifter:
         """Per instance its 3D summary, or the reason it has none (no depth or intrinsics, no
         depth image within ``depth_max_skew``, too few points, a failed transform). Publishes
         the camera's points and markers when any instance has 3D."""
-        masks = [inst.mask for inst in result.instances]
+        lift = self.lift_masks(camera, header, [inst.mask for inst in result.instances],
+                               depth_max_skew=depth_max_skew, depth_scale=depth_scale,
+                               target_frame=target_frame)
+        if lift.any_3d:
+            self._publish(camera, header, lift.frame_id, lift.objects, lift.points, result.text)
+        return lift
+
+    def lift_masks(self, camera: Camera, header: Any, masks: list, *, depth_max_skew: float,
+                   depth_scale: float, target_frame: str) -> Lift3D:
+        """:meth:`lift` without publishing (also used for every tracked frame)."""
         lift = lift_frame(header, masks, list(camera.depth), camera.camera_info,
                           depth_max_skew=depth_max_skew, depth_scale=depth_scale)
         reasons = {r.kind: r.text for r in lift.reasons if r is not None}
         if "depth_skew" in reasons:
             self._warn(f"camera {camera.label}: 3D withheld: {reasons['depth_skew']}")
-        if not lift.any_3d:
-            return lift
-        if target_frame and target_frame != header.frame_id:
+        if lift.any_3d and target_frame and target_frame != header.frame_id:
             self._to_target_frame(lift, header, target_frame)
-            if not lift.any_3d:
-                return lift
-        self._publish(camera, header, lift.frame_id, lift.objects, lift.points, result.text)
         return lift
 
     def _to_target_frame(self, lift: Lift3D, header: Any, target: str) -> None:

@@ -59,6 +59,21 @@ PARAMS: tuple[Param, ...] = (
           choices=("once", "continuous")),
     Param("reanswer_every", 30, "continuous mode: regenerate the answer every N frames and "
           "reuse (teacher-force) it in between; 1 = always generate", min_value=1),
+    Param("track", False, "continuous mode: follow every object of the query between model "
+          "answers: ~/tracks on every camera frame (masks carried by image motion), track_id "
+          "on ~/result; a lost track or a scene change asks for a freshly written answer"),
+    Param("track_min_iou", 0.3, "tracking: smallest mask IoU for a model answer's object to "
+          "continue a track (else it gets a new id)", min_value=0.01, max_value=1.0),
+    Param("track_max_misses", 2, "tracking: a track not matched by this many model answers in "
+          "a row ends", min_value=1, max_value=1000),
+    Param("track_max_side", 480, "tracking: longer side (px, at most) of the grey image motion "
+          "is estimated on (frames are downscaled by an integer factor)", min_value=64,
+          max_value=4096),
+    Param("track_fb_threshold", 1.0, "tracking: forward-backward error (px of that image) above "
+          "which a tracked point is not trusted", min_value=0.05, max_value=20.0),
+    Param("track_scene_change", 0.7, "tracking: fraction of the whole image's tracked points "
+          "failing at once that counts as a scene change (every track lost, fresh answer)",
+          min_value=0.05, max_value=1.0),
     Param("max_frame_age", 1.0, "seconds: the oldest frame a query may be answered on "
           "(age since the node received it)", min_value=0.0),
     Param("frame_timeout", 2.0, "seconds a query waits for a fresh frame before an error "

@@ -74,6 +74,8 @@ class RequestPipeline:
         self.unavailable_reason = "the node has not been activated yet"
         """Why no model serves (the error result while :attr:`segmenter` is None)."""
         self.publishing = False
+        self.tracking: Any = None
+        """The node's :class:`~stamp_ros.ros.tracking.TrackStream` (grounds continuous answers)."""
 
     # ------------------------------------------------------------------ before the queue
     def refusal(self, job: Job, serving: bool) -> str:
@@ -155,6 +157,8 @@ class RequestPipeline:
             seg.turn = turn
             seg.frame_age_ms = float(_ms(frame_age_s))
             seg.answer_reused = forced is not None
+            if continuous and self.tracking is not None:
+                self.tracking.ground(job, header, rgb, result, seg)
             seg.postprocess_ms += float(_ms(time.monotonic() - t_post))
             self._finish(job, seg, rgb, [inst.mask for inst in result.instances])
         except InferenceCancelled as exc:
@@ -248,6 +252,8 @@ class RequestPipeline:
         union = union_mask(masks or [], frame_rgb.shape[:2])
         outputs["mask"].publish(mono8_to_image_msg(union, result.header))
         overlay_pub = outputs["overlay"]
-        if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0:
+        tracked = self.tracking is not None and self.tracking.tracking(camera)  # per frame there
+        if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0 \
+                and not tracked:
             overlay = render_overlay(frame_rgb, masks or [], result.answer)
             overlay_pub.publish(rgb_to_image_msg(overlay, result.header))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,12 +23,15 @@ from stamp_ros.status3d import no_depth
 
 __all__ = [
     "MessageKit",
+    "ModelAnswer",
     "RclpyKit",
     "error_msg",
     "fill_3d",
     "instance_msg",
+    "mark_tracked",
     "rclpy_kit",
     "segmentation_msg",
+    "tracks_msg",
 ]
 
 
@@ -111,12 +115,19 @@ def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
     msg.x_min, msg.y_min, msg.x_max, msg.y_max = (int(v) for v in inst.bbox)
     msg.area = int(inst.area)
     msg.score = float(inst.score)
+    set_3d(msg, obj, frame_id_3d, status_3d, valid_depth_fraction)
+    return msg
+
+
+def set_3d(msg: Any, obj: Object3D | None, frame_id: str, status_3d: str,
+           valid_depth_fraction: float) -> None:
+    """An Instance's 3D fields: the summary of ``obj``, or without one the reason
+    (``status_3d``, by default "no depth received"); the valid-depth share either way."""
     msg.valid_depth_fraction = float(valid_depth_fraction)
     if obj is not None:
-        fill_3d(msg, obj, frame_id_3d)
+        fill_3d(msg, obj, frame_id)
     else:
         msg.status_3d = status_3d or no_depth().text
-    return msg
 
 
 def fill_3d(msg: Any, obj: Object3D, frame_id: str) -> None:
@@ -185,3 +196,68 @@ def error_msg(*, request_id: str, query: str, error: str, header: Any = None,
     msg.model = model
     msg.wait_ms = float(wait_ms)
     return msg
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What every ``~/tracks`` message repeats from the model answer its tracks were last
+    grounded on (kept by the tracker as its ``grounding``)."""
+
+    stamp: Any
+    """builtin_interfaces/Time of the answered frame (``model_stamp``)."""
+    answer: str
+    answer_reused: bool
+    request_id: str
+
+
+def tracks_msg(*, seq: int, header: Any, query: str, model: str, tracks: Any,
+               objects: Sequence[Object3D | None] | None = None, frame_id_3d: str = "",
+               reasons_3d: Sequence[str] | None = None,
+               depth_fractions: Sequence[float] | None = None,
+               timings_ms: dict[str, float] | None = None,
+               kit: MessageKit | None = None) -> Any:
+    """The ``~/tracks`` Segmentation of one frame from the tracker's
+    :class:`~stamp_ros.tracking.FrameTracks`: every live track as an Instance with its
+    ``track_id``, the frame's own header, ``propagated`` and ``model_stamp``; its 3D (or the
+    reason it has none) as :func:`segmentation_msg` fills it. Tracked instances carry no patch
+    grid (that is the model's, on ``~/result``)."""
+    kit = kit or rclpy_kit()
+    answer: ModelAnswer = tracks.grounding
+    msg = kit.segmentation()
+    msg.header = header
+    msg.request_id = f"t{seq}"
+    msg.query = query
+    msg.answer = answer.answer
+    msg.success = True
+    msg.model = model
+    msg.answer_reused = bool(answer.answer_reused)
+    msg.propagated = bool(tracks.propagated)
+    msg.model_stamp = answer.stamp
+    count = len(tracks.objects)
+    objects = list(objects) if objects is not None else [None] * count
+    reasons = list(reasons_3d) if reasons_3d is not None else [""] * count
+    fractions = list(depth_fractions) if depth_fractions is not None else [0.0] * count
+    instances = []
+    for tracked, obj, reason, fraction in zip(tracks.objects, objects, reasons, fractions,
+                                              strict=True):
+        inst = kit.instance()
+        inst.mask = kit.mono8(tracked.mask, header)
+        inst.x_min, inst.y_min, inst.x_max, inst.y_max = (int(v) for v in tracked.bbox)
+        inst.area = int(tracked.area)
+        inst.score = float(tracked.score)
+        inst.track_id = int(tracked.track_id)
+        set_3d(inst, obj, frame_id_3d, reason, fraction)
+        instances.append(inst)
+    msg.instances = instances
+    for name, value in (timings_ms or {}).items():
+        setattr(msg, f"{name}_ms", float(value))
+    return msg
+
+
+def mark_tracked(msg: Any, track_ids: Sequence[int]) -> None:
+    """A model answer (``~/result``) in tracking mode: each instance's ``track_id``, and
+    ``model_stamp`` = its own stamp (the answer is the grounding)."""
+    for inst, track_id in zip(msg.instances, track_ids, strict=True):
+        inst.track_id = int(track_id)
+    msg.propagated = False
+    msg.model_stamp = msg.header.stamp
