@@ -23,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--period", type=float, default=2.0)
     parser.add_argument("--compressed", action="store_true")
+    parser.add_argument("--reliability", choices=("reliable", "best_effort"), default="reliable")
     args = parser.parse_args()
     msg_type = CompressedImage if args.compressed else Image
     rclpy.init()
@@ -43,7 +44,9 @@ def main() -> None:
             count, latencies, since = 0, [], now
 
     node.create_subscription(msg_type, "image", on_frame,
-                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE
+                                        if args.reliability == "reliable"
+                                        else ReliabilityPolicy.BEST_EFFORT),
                              raw=True)
     with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
         rclpy.spin(node)

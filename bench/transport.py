@@ -8,6 +8,8 @@ starts a camera stand-in (test/peers/stream_peer.py) and the real node (idle, ti
 localhost only, and reads what the node received from its ``stats:`` lines: frames per second
 (``input_rate_hz``) and transport latency p50/p90 (receive time minus header stamp, one host
 clock). A bare rclpy subscriber in place of the node gives the transport's own ceiling.
+``--qos`` adds the reliability of both ends (camera publisher / node's ``image_reliability``):
+``reliable/reliable`` (the default run), ``reliable/best_effort``, ``best_effort/best_effort``.
 
 It runs with the interpreter it is started with, so run it once per distro venv:
 
@@ -60,7 +62,7 @@ def parse_stats(text: str) -> list[dict[str, float]]:
 
 
 def run_case(receiver: str, stream: dict, profile: bool, seconds: float, checkpoint: Path,
-             tmp: Path, name: str) -> dict:
+             tmp: Path, name: str, qos: str = "reliable/reliable") -> dict:
     from domain_coordinator import domain_id
 
     with domain_id() as did:
@@ -71,19 +73,23 @@ def run_case(receiver: str, stream: dict, profile: bool, seconds: float, checkpo
         for key in PROFILE_VARIABLES:
             env.pop(key, None)
         if profile:
-            env.update(large_image_env())
+            env.update(large_image_env(environ=env))
+        pub_reliability, node_reliability = qos.split("/")
         if receiver == "node":
             args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
                     "-p", f"model:={checkpoint}", "-p", "device:=cpu",
                     "-p", f"stats_period:={STATS_PERIOD}",
+                    "-p", f"image_reliability:={node_reliability}",
                     "-p", f"use_compressed:={'true' if stream['compressed'] else 'false'}"]
         else:
             args = [sys.executable, str(BARE_SUBSCRIBER), "--period", str(STATS_PERIOD),
+                    "--reliability", node_reliability,
                     *(["--compressed"] if stream["compressed"] else [])]
         topic = "/image/compressed" if stream["compressed"] and receiver == "node" else "/image"
         peer_args = [sys.executable, str(PEER), "--topic", topic,
                      "--rate", str(stream["rate"]), "--width", str(stream["width"]),
                      "--height", str(stream["height"]), "--duration", str(seconds + 4),
+                     "--reliability", pub_reliability,
                      *(["--compressed"] if stream["compressed"] else [])]
         logs = {k: tmp / f"{name}-{k}.log" for k in ("receiver", "peer")}
         procs = []
@@ -137,13 +143,16 @@ def main() -> int:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--receivers", default="node,bare")
     parser.add_argument("--profiles", default="default,shm_profile")
+    parser.add_argument("--qos", default="reliable/reliable",
+                        help="comma-separated publisher/subscriber reliabilities, e.g. "
+                        "reliable/reliable,reliable/best_effort,best_effort/best_effort")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from stamp_ros.bench.machine import cpu_model
     from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     report: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "python":
-                    platform.python_version(), "cases": {}}
+                    platform.python_version(), "load_before": os.getloadavg(), "cases": {}}
     try:
         from importlib.metadata import version
 
@@ -158,11 +167,16 @@ def main() -> int:
         for stream_name in args.streams.split(","):
             for profile in (p == "shm_profile" for p in args.profiles.split(",")):
                 for receiver in args.receivers.split(","):
-                    name = f"{stream_name}/{'shm_profile' if profile else 'default'}/{receiver}"
-                    print(f"[transport] {name}", file=sys.stderr, flush=True)
-                    report["cases"][name] = run_case(receiver, STREAMS[stream_name], profile,
-                                                     args.seconds, checkpoint, tmp,
-                                                     name.replace("/", "-"))
+                    for qos in args.qos.split(","):
+                        name = (f"{stream_name}/{'shm_profile' if profile else 'default'}/"
+                                f"{receiver}")
+                        if qos != "reliable/reliable":
+                            name += f"/{qos.replace('/', '-to-')}"
+                        print(f"[transport] {name}", file=sys.stderr, flush=True)
+                        report["cases"][name] = run_case(
+                            receiver, STREAMS[stream_name], profile, args.seconds,
+                            checkpoint, tmp, name.replace("/", "-"), qos)
+                        report["cases"][name]["load_1min"] = round(os.getloadavg()[0], 2)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

@@ -4,6 +4,7 @@
 """
 
 import os
+from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -11,6 +12,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from stamp_ros.dds_profile import large_image_env
 
 ARGUMENTS = {
     "model": ("", "hub id or local path of the STAMP checkpoint (empty: the params_file value)"),
@@ -61,11 +64,12 @@ def _nodes(context):
     )
     actions = []
     if IfCondition(LaunchConfiguration("large_images")).evaluate(context):
-        profile = os.path.join(share, "config", "fastdds_large_images.xml")
+        profile = Path(share, "config", "fastdds_large_images.xml")
         # Fast DDS reads the file when a process creates its first participant: set it for
-        # the processes this launch starts (Jazzy and later read the first, Humble the second).
-        actions += [SetEnvironmentVariable(name, profile) for name in
-                    ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")]
+        # the processes this launch starts, in the one variable this distro's Fast DDS reads
+        # (none when the user set their own profile: theirs wins).
+        actions += [SetEnvironmentVariable(name, value)
+                    for name, value in large_image_env(profile).items()]
     return [*actions, stamp, rviz]
 
 

@@ -145,12 +145,26 @@ def register_bag(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    from stamp_ros.eval import register
+
+    register(sub)
+
+
+def register_doctor(sub: argparse._SubParsersAction) -> None:
+    from stamp_ros.doctor import register
+
+    register(sub)
+
+
 SUBCOMMANDS: list[Registrar] = [
     register_segment,
     register_make_test_checkpoint,
     register_bench,
     register_demo,
     register_bag,
+    register_eval,
+    register_doctor,
 ]
 
 

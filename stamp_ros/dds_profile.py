@@ -5,16 +5,25 @@ lets 1080p frames travel at full rate between processes on one host; the default
 deliver a fraction of a 30 Hz 1080p stream (see the README, "Running on a robot"). Fast DDS
 reads the profile once, when a process creates its first participant, so the variables must be
 set before rclpy.init() -- in every process of the image path.
+
+Which variable depends on the distro's Fast DDS: 3.x (Kilted and later) reads
+``FASTDDS_DEFAULT_PROFILES_FILE`` and prints a deprecation warning at every start when
+``FASTRTPS_DEFAULT_PROFILES_FILE`` is set too; 2.x (Humble's 2.6, Jazzy's 2.14) reads only
+``FASTRTPS_DEFAULT_PROFILES_FILE``. So exactly the one this ROS install reads is set.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 PROFILE_NAME = "fastdds_large_images.xml"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-"""Fast DDS 2.x/3.x (Jazzy and later) read the first, Fast DDS 2.6 (Humble) the second."""
+"""Fast DDS 3.x reads the first, 2.x the second; a value of either set by the user wins."""
+FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
+"""ROS distros that ship Fast DDS 2.x (used when no Fast DDS install is found to look at)."""
 
 
 def large_image_profile() -> Path | None:
@@ -35,8 +44,38 @@ def large_image_profile() -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def large_image_env(profile: Path | None = None) -> dict[str, str]:
-    """The environment variables that make a process load the profile (none when there is no
-    profile to load: a variable naming a missing file would make Fast DDS fail to start)."""
+def _ros_prefixes(environ: Mapping[str, str]) -> list[Path]:
+    """The ROS install prefixes of this environment: AMENT_PREFIX_PATH, then this Python's
+    own prefix (the venv that scripts/setup makes is one)."""
+    entries = environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
+    return [Path(p) for p in dict.fromkeys([*filter(None, entries), sys.prefix])]
+
+
+def profile_variable(environ: Mapping[str, str] | None = None) -> str:
+    """The variable this ROS install's Fast DDS reads its profile from.
+
+    Fast DDS 3 installs itself as the package ``fastdds`` (share/fastdds), Fast DDS 2 as
+    ``fastrtps`` (share/fastrtps): the first prefix that holds either decides. Without one
+    (rclpy not installed here), ROS_DISTRO decides, and Fast DDS 3's variable is the default."""
+    environ = os.environ if environ is None else environ
+    for prefix in _ros_prefixes(environ):
+        if (prefix / "share" / "fastdds").is_dir():
+            return PROFILE_VARIABLES[0]
+        if (prefix / "share" / "fastrtps").is_dir():
+            return PROFILE_VARIABLES[1]
+    if environ.get("ROS_DISTRO", "").lower() in FASTDDS_2_DISTROS:
+        return PROFILE_VARIABLES[1]
+    return PROFILE_VARIABLES[0]
+
+
+def large_image_env(profile: Path | None = None,
+                    environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variable that makes a process load the profile: the one this distro's
+    Fast DDS reads (:func:`profile_variable`). None when the user already set either variable
+    (their profile wins) or when there is no profile to load (a variable naming a missing file
+    would make Fast DDS fail to start)."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(name) for name in PROFILE_VARIABLES):
+        return {}
     path = profile or large_image_profile()
-    return {name: str(path) for name in PROFILE_VARIABLES} if path is not None else {}
+    return {profile_variable(environ): str(path)} if path is not None else {}

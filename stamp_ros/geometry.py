@@ -24,6 +24,7 @@ __all__ = [
     "quaternion_to_matrix",
     "summarise_points",
     "transform_points",
+    "valid_depth_fraction",
 ]
 
 # Fewer valid points than this is not an object, it is noise (a few stray depth pixels):
@@ -286,6 +287,34 @@ def mask_points(
     x = (u + c0 - intr.cx) * z / intr.fx
     y = (v + r0 - intr.cy) * z / intr.fy
     return np.stack([x, y, z], axis=1).astype(np.float32)
+
+
+def valid_depth_fraction(
+    mask: np.ndarray, depth_m: np.ndarray, *, min_depth: float = 0.1, max_depth: float = 10.0
+) -> float:
+    """Share of the mask's pixels (on the depth grid) with a usable depth reading.
+
+    "Usable" is what :func:`mask_points` accepts before erosion and outlier removal (finite,
+    within ``min_depth``..``max_depth``), so a low value explains a small ``num_points``:
+    holes in the depth image, an object closer than the sensor's minimum range, or a depth
+    image in the wrong units. 0.0 for an empty mask.
+    """
+    depth = np.asarray(depth_m)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[:, :, 0]
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[:, :, 0]
+    m = m != 0
+    if m.shape != depth.shape:
+        m = _resize_nearest(m, *depth.shape)
+    total = int(np.count_nonzero(m))
+    if total == 0:
+        return 0.0
+    z = depth[m]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(z) & (z >= min_depth) & (z <= max_depth)
+    return float(np.count_nonzero(valid)) / total
 
 
 def summarise_points(points: np.ndarray, min_points: int = MIN_POINTS) -> Object3D | None:

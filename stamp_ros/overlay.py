@@ -175,13 +175,16 @@ def render_overlay(
     text: str | None = None,
     alpha: float = 0.5,
     labels: Sequence[str | None] | None = None,
+    colors: Sequence[int] | None = None,
 ) -> np.ndarray:
     """A new rgb8 frame: instances tinted and outlined in palette colours, answer on top.
 
     Masks are (H, W) and nonzero means foreground (0/1, 0/255 or bool); later masks are drawn
     over earlier ones where they overlap. The tint is blended with ``alpha`` so the object
     stays recognisable underneath, while the solid outline shows the exact boundary.
-    ``labels`` (one per mask, ``None`` to skip one) name the instances. The input frame is
+    ``labels`` (one per mask, ``None`` to skip one) name the instances; ``colors`` (one palette
+    index per mask, default its position) keeps a tracked object's colour from frame to frame
+    whatever its position in the list. The input frame is
     never modified. Raises ValueError for a frame that is not (H, W, 3) uint8, a mask of
     another size, an alpha outside [0, 1] or a labels list of the wrong length.
     """
@@ -194,6 +197,9 @@ def render_overlay(
     masks = list(masks)
     if labels is not None and len(labels) != len(masks):
         raise ValueError(f"got {len(labels)} labels for {len(masks)} masks")
+    if colors is not None and len(colors) != len(masks):
+        raise ValueError(f"got {len(colors)} colours for {len(masks)} masks")
+    palette = [color_for(i if colors is None else int(colors[i])) for i in range(len(masks))]
     h, w = frame.shape[:2]
     bool_masks = [_check_mask(m, (h, w), i) for i, m in enumerate(masks)]
     frame = np.ascontiguousarray(frame)  # OpenCV rejects e.g. negative strides
@@ -206,7 +212,7 @@ def render_overlay(
         x, y, bw, bh = cv2.boundingRect(m8)  # work inside the mask's box only
         if bw == 0 or bh == 0:
             continue
-        color = color_for(i)
+        color = palette[i]
         roi = (slice(y, y + bh), slice(x, x + bw))
         # Blend from the untouched frame, so where instances overlap the later one wins
         # instead of tints accumulating into mud.
@@ -221,11 +227,11 @@ def render_overlay(
         )
         contours = found[-2]  # OpenCV 3 returns (image, contours, hierarchy)
         if contours:
-            cv2.drawContours(out, contours, -1, color_for(i), thickness, cv2.LINE_8)
+            cv2.drawContours(out, contours, -1, palette[i], thickness, cv2.LINE_8)
         outlines.append(contours)
 
     band = _draw_banner(out, text) if text else 0
     for i, contours in enumerate(outlines):
         if labels is not None and labels[i]:
-            _draw_label(out, str(labels[i]), contours, color_for(i), band)
+            _draw_label(out, str(labels[i]), contours, palette[i], band)
     return out

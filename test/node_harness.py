@@ -23,6 +23,11 @@ def node_args(model: str | Path, **params: Any) -> list[str]:
         "max_pixels": SMALL_PIXELS,
         "stats_period": 0.0,
         "max_new_tokens": 24,
+        # Tests publish single frames right after the subscription matched: a best-effort
+        # reader (the node's default) can lose such a frame before it has matched the writer
+        # (no repair without reliability). Streams lose nothing; tests of the default set
+        # image_reliability explicitly (test_node_inputs.py, test_node_features.py).
+        "image_reliability": "reliable",
     }
     base.update(params)
     args = list(NODE_MODULE)

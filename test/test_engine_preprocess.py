@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-try:  # transformers >= 5.4: the PIL/numpy processor has its own module
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-        Qwen2VLImageProcessorPil,
-    )
-except ImportError:  # 5.0 - 5.3: the same PIL/numpy processor under its old name
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import (
-        Qwen2VLImageProcessor as Qwen2VLImageProcessorPil,
-    )
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from stamp_ros.engine import masks
 from stamp_ros.engine.errors import InputError

@@ -17,17 +17,19 @@ PEER = str(Path(__file__).parent / "peers" / "interface_peer.py")
 def test_generated_types_import_and_have_documented_fields():
     from stamp_ros.action import Segment as SegmentAction
     from stamp_ros.msg import Instance, Segmentation
-    from stamp_ros.srv import Segment
+    from stamp_ros.srv import Segment, Track
 
     seg = Segmentation()
     for field in ("header", "request_id", "query", "answer", "success", "error", "instances",
-                  "preprocess_ms", "generate_ms", "mask_ms", "postprocess_ms", "total_ms"):
+                  "preprocess_ms", "generate_ms", "mask_ms", "postprocess_ms", "total_ms",
+                  "propagated", "model_stamp"):
         assert hasattr(seg, field), field
     inst = Instance()
     for field in ("mask", "grid_height", "grid_width", "grid", "x_min", "y_min", "x_max",
-                  "y_max", "area", "score", "has_3d", "centroid", "size"):
+                  "y_max", "area", "score", "has_3d", "centroid", "size", "track_id"):
         assert hasattr(inst, field), field
     assert hasattr(Segment.Request(), "image") and hasattr(Segment.Response(), "result")
+    assert hasattr(Track.Request(), "camera") and hasattr(Track.Response(), "tracks_topic")
     assert hasattr(SegmentAction.Feedback(), "partial_answer")
     assert hasattr(SegmentAction.Goal(), "query")
 

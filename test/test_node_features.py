@@ -110,15 +110,17 @@ def test_continuous_mode_teacher_forces_between_regenerations(
 # ------------------------------------------------------------------ live parameters
 def test_live_parameters_apply_to_the_next_result(processes, ros_client, checkpoint):
     """max_new_tokens, mask_upsample, publish_overlay, max_frame_age and frame_timeout are live:
-    a change is seen in the very next result. Also: a reliable node does not match a
-    best-effort image publisher (QoS incompatible event, no subscription match)."""
+    a change is seen in the very next result. Also: a node set to image_reliability:=reliable
+    does not match a best-effort image publisher (QoS incompatible event, no subscription
+    match)."""
     from rclpy.event_handler import PublisherEventCallbacks
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from stamp_ros.engine.masks import logits_to_mask
 
-    start_node(processes, ros_client, checkpoint, frame_timeout=10.0)
+    start_node(processes, ros_client, checkpoint, frame_timeout=10.0,
+               image_reliability="reliable")
     segment = Caller(ros_client)
     overlays = ros_client.subscribe(Image, "/stamp_node/overlay")
     rgb = make_frame(160, 120, seed=3)
@@ -282,7 +284,10 @@ def test_best_effort_images_and_depth_max_skew(processes, ros_client, checkpoint
         assert res.success, res.error
         assert not res.instances[0].has_3d, (
             f"{sec}.{nanosec:09d} paired with depth at 50.0 although depth_max_skew is 50 ms")
-    assert "no depth image is within depth_max_skew" in processes.output(node)
+    assert ("3D withheld: depth 200 ms from the colour frame (depth_max_skew 50 ms)"
+            in processes.output(node))
+    assert res.instances[0].status_3d == ("depth 60 ms from the colour frame "
+                                          "(depth_max_skew 50 ms)"), res.instances[0].status_3d
     set_ok(ros_client, depth_max_skew=0.5)
     far = segment(image=inline(rgb, stamp_sec=50, stamp_nanosec=200_000_000))
     assert far.success and far.instances[0].has_3d, "depth_max_skew:=0.5 not applied"

@@ -67,6 +67,20 @@ def test_instances_get_distinct_stable_colours_and_later_masks_win() -> None:
     np.testing.assert_array_equal(out[45, 60], color_for(1))  # overlap: mask 1 over mask 0
 
 
+def test_colours_follow_the_given_ids_not_the_positions() -> None:
+    """Tracking passes each object's track id: an object keeps its colour when the list order
+    changes from frame to frame."""
+    frame = np.full((H, W, 3), 128, np.uint8)
+    a, b = _box(10, 60, 10, 70), _box(70, 110, 90, 150)
+    first = render_overlay(frame, [a, b], alpha=1.0, colors=[7, 3])
+    swapped = render_overlay(frame, [b, a], alpha=1.0, colors=[3, 7])
+    np.testing.assert_array_equal(first, swapped)
+    np.testing.assert_array_equal(first[30, 40], color_for(7))
+    np.testing.assert_array_equal(first[90, 120], color_for(3))
+    with pytest.raises(ValueError, match="colours"):
+        render_overlay(frame, [a, b], colors=[1])
+
+
 def test_strided_and_read_only_frames() -> None:
     frame = _frame()
     mask = _box(20, 90, 30, 120)

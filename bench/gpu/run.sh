@@ -7,7 +7,7 @@
 #   bash bench/gpu/run.sh                 # on the GPU machine, from the repo root or anywhere
 #   DEVICE=cpu bash bench/gpu/run.sh      # CPU smoke test of this script (tiny shape, --quick)
 #
-# Packages. The engine supports transformers >=5.0,<6 (stamp_ros/engine/compat.py, the same
+# Packages. The engine supports transformers >=5.13,<6 (stamp_ros/engine/compat.py, the same
 # range as setup.py and requirements/python.txt); the device image ships torch (CUDA) and a
 # transformers in that range. Nothing can be fetched there, so another version is carried as a
 # wheel: on the workstation,

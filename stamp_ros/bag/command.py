@@ -47,6 +47,12 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _model_period(text: str) -> float | None:
+    if text == "real":
+        return None
+    return _non_negative(text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from stamp_ros.cli_options import add_model_options
     from stamp_ros.ros.params import BY_NAME
@@ -99,6 +105,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="metres per unit of 16UC1 depth")
     p.add_argument("--depth-max-skew", type=_non_negative, default=default("depth_max_skew"),
                    help="largest stamp difference (s) between a frame and its depth image")
+    track = p.add_argument_group(
+        "tracking (--track)", "continuous mode: /stamp/tracks for every frame, the objects of the "
+        "query followed by image motion between the model's answers, each with a track_id")
+    track.add_argument("--track", action="store_true",
+                       help="write /stamp/tracks for every frame (node parameter track); the "
+                       "overlay and video then show every frame with track ids")
+    when = track.add_mutually_exclusive_group()
+    when.add_argument("--model-every", type=_positive_int,
+                      help="the model answers every N-th frame, instantly (deterministic)")
+    when.add_argument("--model-period", type=_model_period, default=None,
+                      help="bag seconds each model answer takes (the model takes the newest "
+                      "frame when free; frames in between are propagated), or 'real' (the "
+                      "default): as long as each answer took on this machine")
+    track.add_argument("--track-min-iou", type=float, default=default("track_min_iou"),
+                       help="node parameter track_min_iou")
+    track.add_argument("--track-max-misses", type=_positive_int,
+                       default=default("track_max_misses"), help="node parameter "
+                       "track_max_misses")
+    track.add_argument("--track-max-side", type=_positive_int, default=default("track_max_side"),
+                       help="node parameter track_max_side")
+    track.add_argument("--track-fb-threshold", type=float,
+                       default=default("track_fb_threshold"),
+                       help="node parameter track_fb_threshold")
+    track.add_argument("--track-scene-change", type=float,
+                       default=default("track_scene_change"),
+                       help="node parameter track_scene_change")
     p.add_argument("--json", action="store_true",
                    help="print one JSON summary object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -157,6 +189,32 @@ def _validate(args: argparse.Namespace) -> None:
         raise InputError("--depth-topic and --camera-info-topic go together (3D needs both)")
     if Path(args.out).absolute() == Path(args.input).absolute():
         raise InputError("--out must differ from the input bag")
+    if args.track and args.query is None:
+        raise InputError("--track needs --query (continuous mode)")
+    if not args.track and (args.model_every is not None or args.model_period is not None):
+        raise InputError("--model-every and --model-period go with --track")
+    if args.track:
+        from stamp_ros.ros.params import validate
+
+        for name in ("track_min_iou", "track_max_side", "track_fb_threshold",
+                     "track_scene_change"):
+            reason = validate(name, getattr(args, name))
+            if reason:
+                raise InputError(f"--{name.replace('_', '-')}: {reason}")
+
+
+def _track_config(args: argparse.Namespace) -> Any:
+    if not args.track:
+        return None
+    from stamp_ros.bag.tracking import TrackReplayConfig
+    from stamp_ros.tracking import TrackerConfig
+
+    return TrackReplayConfig(
+        model_every=args.model_every, model_period=args.model_period,
+        tracker=TrackerConfig(min_iou=args.track_min_iou, max_misses=args.track_max_misses,
+                              max_side=args.track_max_side,
+                              fb_threshold=args.track_fb_threshold,
+                              scene_change=args.track_scene_change))
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
@@ -183,7 +241,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
             max_frame_age=args.max_frame_age, frame_timeout=args.frame_timeout,
             depth_scale=args.depth_scale, depth_max_skew=args.depth_max_skew,
             copy_input=args.copy_input, overlay=not args.no_overlay, prefix=args.prefix,
-            model=str(args.model))
+            model=str(args.model), track=_track_config(args))
         out = OutputBag(args.out, store, storage=args.storage, overwrite=args.overwrite)
         segmenter: Any = None
         replayer = Replayer(source, segmenter, out, config, kit=RosbagsKit(store))
@@ -228,7 +286,8 @@ def _report(args: argparse.Namespace, summary: Any, input_storage: str) -> int:
         video = f", video {args.video} ({summary.video_frames} frames)" if args.video else ""
         stop = (" (interrupted)" if summary.interrupted
                 else " (--max-frames reached)" if summary.stopped_at_max_frames else "")
-        print(f"{summary.results} results ({summary.errors} errors) from "
+        tracked = f", {summary.tracked_frames} tracked frames" if args.track else ""
+        print(f"{summary.results} results ({summary.errors} errors){tracked} from "
               f"{summary.frames_read}/{summary.frames_in_bag} frames in {summary.wall_s:.1f} s "
               f"({summary.fps:.2f} fps){stop} -> {args.out}{video}")
     if summary.read_error:

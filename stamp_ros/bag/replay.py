@@ -43,12 +43,13 @@ from stamp_ros.bag.interfaces import (
 )
 from stamp_ros.bag.sink import OutputBag, VideoOut
 from stamp_ros.bag.source import InputBag, TopicSpec
-from stamp_ros.engine.errors import EngineError, InferenceCancelled
+from stamp_ros.bag.tracking import TrackReplay, TrackReplayConfig
+from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
 from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.overlay import render_overlay, union_mask
 from stamp_ros.ros.compressed import compressed_msg_to_rgb
 from stamp_ros.ros.convert import ImageConversionError, image_msg_to_rgb
-from stamp_ros.ros.depth3d import lift_instances, pair_depth
+from stamp_ros.ros.depth3d import Lift3D, lift_frame
 from stamp_ros.ros.frame_cache import Frame, FrameCache, NoFreshFrame
 from stamp_ros.ros.params import BY_NAME
 from stamp_ros.ros.results import error_msg, segmentation_msg
@@ -88,6 +89,8 @@ class ReplayConfig:
     depth_max_skew: float = field(default_factory=lambda: float(_param("depth_max_skew")))
     copy_input: bool = False
     overlay: bool = True
+    track: TrackReplayConfig | None = None
+    """Continuous mode with tracking (``--track``): tracks on every frame, see bag.tracking."""
     prefix: str = "/stamp"
     model: str = ""
 
@@ -119,6 +122,8 @@ class Summary:
     last_answer: str = ""
     topics: dict[str, int] = field(default_factory=dict)
     video_frames: int = 0
+    tracked_frames: int = 0
+    """--track: frames whose tracks were written (frames before the first answer have none)."""
 
     @property
     def fps(self) -> float:
@@ -144,6 +149,7 @@ class Summary:
             "fps": round(self.fps, 4),
             "topics": dict(self.topics),
             "video_frames": self.video_frames,
+            "tracked_frames": self.tracked_frames,
         }
 
 
@@ -185,6 +191,17 @@ class _Work:
 
 
 @dataclass
+class _Answered:
+    """A successful model answer of one frame: its message, the frame, the engine result."""
+
+    seg: Any
+    rgb: Any
+    result: Any
+    t_start: float
+    """time.monotonic() when the frame's processing began (total_ms, the model's speed)."""
+
+
+@dataclass
 class _Pending:
     """A once-mode query that found no fresh frame and waits (bag time) for the next one."""
 
@@ -220,6 +237,11 @@ class Replayer:
         image = self.specs["image"]
         self.summary = Summary(mode="continuous" if config.continuous else "once",
                                frames_in_bag=image.count)
+        self.tracking: TrackReplay | None = None
+        if config.track is not None:
+            if not config.continuous:
+                raise InputError("--track needs --query (continuous mode)")
+            self.tracking = TrackReplay(self, config.track)
         self.lookahead_ns = 0
         if config.depth_topic and config.camera_info_topic:
             self.lookahead_ns = int(min(config.depth_max_skew, MAX_LOOKAHEAD_S) * 1e9)
@@ -251,6 +273,8 @@ class Replayer:
         out.open()
         out.add_topic(cfg.topic("result"), SEGMENTATION)
         out.add_topic(cfg.topic("mask"), IMAGE)
+        if self.tracking is not None:
+            out.add_topic(cfg.topic("tracks"), SEGMENTATION)
         if cfg.overlay:
             out.add_topic(cfg.topic("overlay"), IMAGE)
         if cfg.copy_input:
@@ -286,12 +310,15 @@ class Replayer:
             if copy:
                 self.out.write_raw(spec.topic, t_ns, raw)
         self._advance(None)
+        if self.tracking is not None:
+            self.tracking.finish()
 
     def _done(self) -> bool:
         if self.stop_requested:
             raise _Stopped
         limit = self.cfg.max_frames
-        if limit and self.summary.results >= limit:
+        done = self.tracking.frames_done if self.tracking is not None else self.summary.results
+        if limit and done >= limit:
             self.summary.stopped_at_max_frames = True
             return True
         return False
@@ -388,6 +415,17 @@ class Replayer:
     # ------------------------------------------------------------------ one request
     def _process(self, work: _Work) -> None:
         """The node's request handling (pipeline.handle) for one frame, in bag time."""
+        if self.tracking is not None:
+            self.tracking.process(work)
+            return
+        answered = self._infer(work)
+        if answered is not None:
+            self._write(answered.seg, work.write_ns, answered.t_start, answered.rgb,
+                        [inst.mask for inst in answered.result.instances])
+
+    def _infer(self, work: _Work) -> _Answered | None:
+        """The model's answer for ``work`` as the node builds it (its Segmentation, frame and
+        engine result); an error result is written at once and None returned."""
         cfg, kit = self.cfg, self.kit
         header = None
         t_start = time.monotonic()
@@ -405,11 +443,13 @@ class Replayer:
                 self.reuse.record(work.query, result.token_ids, cfg.reanswer_every,
                                   forced is not None)
             t_post = time.monotonic()
-            objects, frame_3d = self._objects_3d(header, result)
+            lift = self.lift_3d(header, [inst.mask for inst in result.instances])
             seg = segmentation_msg(
                 request_id=work.request_id, query=work.query, header=header, result=result,
-                model=cfg.model, wait_ms=work.wait_ms, convert_ms=convert_ms, objects=objects,
-                frame_id_3d=frame_3d, kit=kit)
+                model=cfg.model, wait_ms=work.wait_ms, convert_ms=convert_ms,
+                objects=lift.objects, frame_id_3d=lift.frame_id,
+                reasons_3d=[r.text if r else "" for r in lift.reasons],
+                depth_fractions=lift.fractions, kit=kit)
             seg.postprocess_ms += (time.monotonic() - t_post) * 1000.0
             seg.frame_age_ms = float(work.frame_age_ms)
             seg.answer_reused = forced is not None
@@ -418,35 +458,31 @@ class Replayer:
                 raise _Stopped from None
             self._emit_error(work.request_id, work.query, f"cancelled: {exc}", header,
                              work.write_ns, t_start=t_start, wait_ms=work.wait_ms)
-            return
+            return None
         except (NoFreshFrame, ImageConversionError, EngineError, ValueError) as exc:
             self._emit_error(work.request_id, work.query, str(exc), header, work.write_ns,
                              t_start=t_start, wait_ms=work.wait_ms)
-            return
+            return None
         except Exception as exc:  # as the node: report it and go on with the next frame
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             self._emit_error(work.request_id, work.query,
                              f"{type(exc).__name__}: {text[:300]}".rstrip(": "), header,
                              work.write_ns, t_start=t_start, wait_ms=work.wait_ms)
-            return
+            return None
         self.summary.engine_s += time.monotonic() - t_start
-        masks = [inst.mask for inst in result.instances]
-        self._write(seg, work.write_ns, t_start, rgb, masks)
+        return _Answered(seg, rgb, result, t_start)
 
-    def _objects_3d(self, header: Any, result: Any) -> tuple[list | None, str]:
-        """The node's 3D step (objects3d.ObjectLifter.lift without tf2: camera frame)."""
-        if not result.instances or not self.depth or self.camera_info is None:
-            return None, ""
-        depth = pair_depth(header, list(self.depth), self.cfg.depth_max_skew)
-        if depth is None:
-            if not self._depth_warned:
-                logger.warning("no depth image within depth_max_skew %.3f s of a frame; its "
-                               "results have no 3D", self.cfg.depth_max_skew)
-                self._depth_warned = True
-            return None, ""
-        objects, _points = lift_instances([inst.mask for inst in result.instances], depth,
-                                          self.camera_info, self.cfg.depth_scale)
-        return objects, header.frame_id
+    def lift_3d(self, header: Any, masks: list) -> Lift3D:
+        """The node's 3D step (objects3d.ObjectLifter.lift_masks without tf2: camera frame),
+        with the same per-object reasons when there is no 3D (answers and tracked frames)."""
+        lift = lift_frame(header, masks, list(self.depth),
+                          self.camera_info, depth_max_skew=self.cfg.depth_max_skew,
+                          depth_scale=self.cfg.depth_scale)
+        skewed = [r.text for r in lift.reasons if r is not None and r.kind == "depth_skew"]
+        if skewed and not self._depth_warned:
+            logger.warning("3D withheld: %s; results of such frames have no 3D", skewed[0])
+            self._depth_warned = True
+        return lift
 
     # ------------------------------------------------------------------ outputs
     def _emit_error(self, request_id: str, query: str, error: str, header: Any, t_ns: int, *,
@@ -456,9 +492,10 @@ class Replayer:
         self._write(seg, t_ns, t_start)
 
     def _write(self, seg: Any, t_ns: int, t_start: float | None, rgb: Any = None,
-               masks: list | None = None) -> None:
+               masks: list | None = None, overlay: bool = True) -> None:
         """~/result always; mask and overlay (and a video frame) for a success, as the node
-        publishes them; then count the result."""
+        publishes them (with --track the overlay and video are per frame, from the tracks:
+        ``overlay`` False); then count the result."""
         cfg, s = self.cfg, self.summary
         elapsed = (time.monotonic() - t_start) * 1000.0 if t_start is not None else 0.0
         seg.total_ms = float(seg.wait_ms + elapsed)
@@ -467,17 +504,17 @@ class Replayer:
             masks = masks or []
             union = union_mask(masks, rgb.shape[:2])
             self.out.write(cfg.topic("mask"), t_ns, self.kit.mono8(union, seg.header))
-            if cfg.overlay or self.video is not None:
-                overlay = render_overlay(rgb, masks, seg.answer)
+            if overlay and (cfg.overlay or self.video is not None):
+                image = render_overlay(rgb, masks, seg.answer)
                 if cfg.overlay:
-                    self.out.write(cfg.topic("overlay"), t_ns, self.kit.rgb8(overlay, seg.header))
+                    self.out.write(cfg.topic("overlay"), t_ns, self.kit.rgb8(image, seg.header))
                 if self.video is not None:
-                    self.video.write(overlay)
+                    self.video.write(image)
             s.last_answer = seg.answer
         s.results += 1
         if not seg.success:
             s.errors += 1
             s.first_error = s.first_error or seg.error
             logger.info("request %s failed: %s", seg.request_id, seg.error)
-        if self.progress is not None:
+        if self.progress is not None and self.tracking is None:
             self.progress.update(s.results, s.errors)

@@ -122,12 +122,14 @@ class InputBag:
         return TopicSpec(role, topic, types[0], sum(c.msgcount for c in conns), tuple(conns))
 
     # ------------------------------------------------------------------ data
-    def messages(self, specs: list[TopicSpec]) -> Iterator[tuple[TopicSpec, int, bytes]]:
-        """(topic, bag time in ns, raw CDR) in bag-time order; BagReadError when the bag turns
-        out to be corrupt or truncated part-way."""
+    def messages(self, specs: list[TopicSpec], *, start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[tuple[TopicSpec, int, bytes]]:
+        """(topic, bag time in ns, raw CDR) in bag-time order, optionally only bag times in
+        [start_ns, stop_ns) (random access by time, e.g. one labelled frame); BagReadError
+        when the bag turns out to be corrupt or truncated part-way."""
         by_topic = {spec.topic: spec for spec in specs}
         conns = [c for spec in specs for c in spec.connections]
-        stream = self._reader.messages(connections=conns)
+        stream = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
         count = 0
         while True:
             try:

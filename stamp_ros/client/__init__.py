@@ -1,8 +1,8 @@
 """Planner-side client of the stamp node (see README, "Planner API").
 
 ``from stamp_ros.client import StampClient, SegmentResult, StampTimeout, ...``. The result
-types and errors import without rclpy; :class:`StampClient` and :class:`SegmentTask` load
-rclpy on first use.
+types and errors import without rclpy; :class:`StampClient`, :class:`SegmentTask` and
+:class:`TrackingSession` load rclpy on first use.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "StampClientError",
     "StampTimeout",
     "StampUnavailable",
+    "TrackingSession",
 ]
 
 
@@ -33,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from stamp_ros.client.task import SegmentTask
 
         return SegmentTask
+    if name == "TrackingSession":
+        from stamp_ros.client.tracking import TrackingSession
+
+        return TrackingSession
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

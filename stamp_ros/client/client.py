@@ -13,12 +13,14 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from sensor_msgs.msg import Image
 
 from stamp_ros.action import Segment as SegmentAction
-from stamp_ros.client.errors import StampUnavailable
+from stamp_ros.client.errors import StampClientError, StampUnavailable
 from stamp_ros.client.result import SegmentFeedback, SegmentResult
 from stamp_ros.client.task import SegmentTask, Waiter
+from stamp_ros.client.tracking import TrackingSession, call_track_service
 from stamp_ros.ros.convert import rgb_to_image_msg
 
 FeedbackCallback = Callable[[SegmentFeedback], None]
+FrameCallback = Callable[[SegmentResult], None]
 READY_POLL_S = 0.2
 
 
@@ -67,6 +69,7 @@ class StampClient:
         self._action = ActionClient(node, SegmentAction, self.action_name,
                                     callback_group=self._group)
         self._state_client: Any = None
+        self._track_client: Any = None
         self._waiter = Waiter(node)
 
     # ------------------------------------------------------------------ readiness
@@ -154,6 +157,35 @@ class StampClient:
         task = self._send(goal, None, min(self.server_wait, timeout))
         return task.result(max(0.0, timeout - (time.monotonic() - start)))
 
+    # ------------------------------------------------------------------ tracking
+    def track(self, query: str, *, camera: str = "", callback: FrameCallback | None = None,
+              timeout: float = 10.0) -> TrackingSession:
+        """Start tracking ``query`` on ``camera`` and return the :class:`TrackingSession`:
+        its ``latest`` tracked frame (objects with a stable ``track_id``, masks carried at
+        camera rate between the model's answers), ``wait_for_frame()``, and ``callback``
+        called for every frame. ``session.stop()`` (or a ``with`` block) ends tracking.
+
+        The node must run in continuous mode with ``track:=true``; a node that refuses
+        (another mode, unknown camera, empty query, inactive) raises
+        :class:`StampClientError` with its reason; no node within ``timeout`` raises
+        :class:`StampUnavailable`. One query is tracked per camera: a second ``track`` on the
+        same camera replaces the first (whose session then stops receiving frames).
+        """
+        from stamp_ros.srv import Track
+
+        if not str(query).strip():
+            raise ValueError("track() needs a query (use session.stop() to stop tracking)")
+        if self._track_client is None:
+            self._track_client = self.node.create_client(
+                Track, f"{self.node_name}/track", callback_group=self._group)
+        response = call_track_service(self.node, self._track_client, self._waiter, query,
+                                      camera, timeout)
+        if not response.success:
+            raise StampClientError(f"the node refused to track {query!r}: {response.error}")
+        return TrackingSession(self.node, self._waiter, self._track_client, query=str(query),
+                               camera=str(camera), tracks_topic=response.tracks_topic,
+                               callback=callback, group=self._group, stop_timeout=timeout)
+
     # ------------------------------------------------------------------ lifetime
     def destroy(self) -> None:
         """Destroy the client's ROS entities (the node itself stays the caller's)."""
@@ -161,6 +193,9 @@ class StampClient:
         if self._state_client is not None:
             self.node.destroy_client(self._state_client)
             self._state_client = None
+        if self._track_client is not None:
+            self.node.destroy_client(self._track_client)
+            self._track_client = None
         self._waiter.close()
 
     # ------------------------------------------------------------------ internals

@@ -55,6 +55,10 @@ def mask_from_image(img: Any) -> np.ndarray:
     return data[: step * h].reshape(h, step)[:, :w] != 0
 
 
+def _seconds(stamp: Any) -> float:
+    return 0.0 if stamp is None else int(stamp.sec) + int(stamp.nanosec) * 1e-9
+
+
 def _point(p: Any) -> np.ndarray:
     return np.array([p.x, p.y, p.z], dtype=np.float64)
 
@@ -80,6 +84,13 @@ class SegmentedObject:
     """Extent of the axis-aligned 3D box along x, y, z (metres)."""
     num_points: int = 0
     frame_id_3d: str = ""
+    status_3d: str = ""
+    """Empty with 3D; otherwise why there is none ("no depth received", "depth 180 ms from
+    the colour frame (depth_max_skew 50 ms)", "tf: ...", "3 valid points < 10", ...)."""
+    valid_depth_fraction: float = 0.0
+    """Share of the mask's pixels with a usable depth reading."""
+    track_id: int = 0
+    """Tracking: the object's identity across answers and frames (0 = not tracked)."""
 
     @property
     def has_3d(self) -> bool:
@@ -104,6 +115,10 @@ class SegmentedObject:
             size=_point(inst.size) if has_3d else None,
             num_points=int(inst.num_points) if has_3d else 0,
             frame_id_3d=str(inst.frame_id_3d) if has_3d else "",
+            # getattr: Segmentation messages recorded before these fields existed
+            status_3d=str(getattr(inst, "status_3d", "")),
+            valid_depth_fraction=float(getattr(inst, "valid_depth_fraction", 0.0)),
+            track_id=int(getattr(inst, "track_id", 0)),
         )
 
 
@@ -136,6 +151,10 @@ class SegmentResult:
     """Milliseconds per stage, keyed by the message's field names (``wait_ms`` ... ``total_ms``)."""
     frame_age_ms: float = 0.0
     answer_reused: bool = False
+    propagated: bool = False
+    """Tracking: the masks were carried to this frame by image motion (not the model's own)."""
+    model_stamp: float = 0.0
+    """Tracking: stamp (s) of the frame of the model answer the tracks were grounded on."""
 
     @property
     def ok(self) -> bool:
@@ -169,7 +188,7 @@ class SegmentResult:
             conversation=str(msg.conversation),
             turn=int(msg.turn),
             frame_id=str(header.frame_id),
-            stamp=int(header.stamp.sec) + int(header.stamp.nanosec) * 1e-9,
+            stamp=_seconds(header.stamp),
             header=header,
             objects=[SegmentedObject.from_msg(inst) for inst in msg.instances],
             grid_height=int(msg.grid_height),
@@ -178,6 +197,8 @@ class SegmentResult:
             timings={name: float(getattr(msg, name)) for name in TIMING_FIELDS},
             frame_age_ms=float(msg.frame_age_ms),
             answer_reused=bool(msg.answer_reused),
+            propagated=bool(getattr(msg, "propagated", False)),
+            model_stamp=_seconds(getattr(msg, "model_stamp", None)),
         )
 
 

@@ -58,7 +58,7 @@ def reference_answer(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 generation_config=config,
-                **token_type_kwargs(model, ids, tokens.image_pad),
+                **token_type_kwargs(ids, tokens.image_pad),
                 **inputs,
             )
             sequence, cache = out.sequences[0], output_cache(out)
@@ -67,7 +67,7 @@ def reference_answer(
             out = model(
                 input_ids=sequence[None],
                 use_cache=True,
-                **token_type_kwargs(model, sequence[None], tokens.image_pad),
+                **token_type_kwargs(sequence[None], tokens.image_pad),
                 **inputs,
             )
             cache = output_cache(out)

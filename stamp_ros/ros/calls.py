@@ -51,7 +51,7 @@ class SegmentCalls:
             image = request.image  # declared 0x0 but carries data: let conversion reject it
         job = Job(request_id=request.request_id or f"{source[0]}{next(self._request_ids)}",
                   query=request.query, source=source, asked_at=time.monotonic(),
-                  image_msg=image, camera=self._camera(request.camera),
+                  image_msg=image, camera=self.camera(request.camera),
                   conversation=request.conversation.strip(), new_frame=request.new_frame,
                   end_conversation=request.end_conversation)
         if job.camera is None:
@@ -60,7 +60,7 @@ class SegmentCalls:
                 f"{', '.join(repr(c) for c in self.cameras) or 'no cameras (not configured)'}")
         return job
 
-    def _camera(self, name: str) -> Camera | None:
+    def camera(self, name: str) -> Camera | None:
         """The camera a request names; "" is the first (or only) one, as the interface says."""
         name = name.strip("/")
         if not name:

@@ -18,7 +18,7 @@ from stamp_ros.ros.frame_cache import FrameCache
 DEPTH_BUFFER = 30
 """Depth images kept for pairing by stamp: one second of a 30 Hz depth stream."""
 
-OUTPUTS = ("result", "answer", "mask", "overlay", "points", "markers")
+OUTPUTS = ("result", "answer", "mask", "overlay", "points", "markers", "tracks")
 """The per-camera output topics (``~/result`` or ``~/<camera>/result`` ...)."""
 
 
@@ -79,6 +79,8 @@ class Camera:
         self.answer_reuse = AnswerReuse()
         self.outputs: dict[str, Any] = {}
         """Publisher per name in :data:`OUTPUTS`; empty while the node is not configured."""
+        self.inputs: dict[str, Any] = {}
+        """Input role (image, depth, ...) -> its watched endpoint (input_watch.Endpoint)."""
 
     def topic(self, base: str) -> str:
         """Input topic: ``image`` for the unnamed camera, ``front/image`` for "front"."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from stamp_ros.status3d import KINDS, Reason3D
 
 LATENCY_SAMPLES = 200
 
@@ -34,6 +37,9 @@ class Stats:
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._frame_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._lifted: Counter[str] = Counter()
+        self.last_reasons_3d: dict[str, str] = {}
+        """The latest text of each 3D reason kind (kept across reports)."""
         self.since = time.monotonic()
 
     def frame_received(self, stamp_ns: int | None) -> None:
@@ -55,8 +61,20 @@ class Stats:
                 self._errors += 1
                 self._last_error = error
 
+    def lifted(self, reasons: Sequence[Reason3D | None]) -> None:
+        """The 3D outcome of one result: per instance None (has 3D) or why not."""
+        with self._lock:
+            for reason in reasons:
+                self._lifted["ok" if reason is None else reason.kind] += 1
+                if reason is not None:
+                    self.last_reasons_3d[reason.kind] = reason.text
+
     def snapshot_and_reset(self) -> dict[str, Any]:
         """Rates over the time since the last snapshot, then start a new period."""
+        return self.snapshot(reset=True)
+
+    def snapshot(self, reset: bool = False) -> dict[str, Any]:
+        """Rates over the time since the last reset; ``reset`` starts a new period."""
         with self._lock:
             now = time.monotonic()
             span = max(1e-6, now - self.since)
@@ -70,10 +88,15 @@ class Stats:
                 "latency_p90_ms": _percentile(latencies, 0.9),
                 "frame_latency_p50_ms": _percentile(frame_latencies, 0.5),
                 "frame_latency_p90_ms": _percentile(frame_latencies, 0.9),
+                "objects_3d": self._lifted["ok"],
             }
-            self._frames = self._results = self._errors = 0
-            self._frame_latencies.clear()
-            self.since = now
+            snap.update({f"no_3d_{kind}": self._lifted[kind] for kind in KINDS
+                         if self._lifted[kind]})
+            if reset:
+                self._frames = self._results = self._errors = 0
+                self._lifted.clear()
+                self._frame_latencies.clear()
+                self.since = now
             return snap
 
 
@@ -81,6 +104,28 @@ def stats_line(snap: dict[str, Any]) -> str:
     """The ``stats:`` log line: every value of the snapshot, floats to one decimal."""
     return "stats: " + ", ".join(
         f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in snap.items())
+
+
+def status_3d(name: str, snap: dict[str, Any], last_texts: dict[str, str],
+              depth_in_use: bool) -> DiagnosticStatus:
+    """Objects with and without 3D in the period, counted per reason (with the latest text of
+    each); WARN when depth is in use and some object lacked 3D."""
+    counts = {kind: snap.get(f"no_3d_{kind}", 0) for kind in KINDS}
+    missing = {kind: n for kind, n in counts.items() if n}
+    status = DiagnosticStatus(name=name, hardware_id="3d")
+    status.values = [KeyValue(key="objects with 3D", value=str(snap.get("objects_3d", 0)))]
+    status.values += [KeyValue(key=f"no 3D: {kind}",
+                               value=f"{n} (last: {last_texts.get(kind, '')})")
+                      for kind, n in missing.items()]
+    if missing and depth_in_use:
+        worst = max(missing, key=missing.get)
+        status.level = DiagnosticStatus.WARN
+        status.message = (f"{sum(missing.values())} object(s) without 3D, mostly: "
+                          f"{last_texts.get(worst, worst)}")[:200]
+    else:
+        status.level = DiagnosticStatus.OK
+        status.message = "ok" if depth_in_use else "no depth configured"
+    return status
 
 
 def diagnostic_array(name: str, hardware_id: str, snap: dict[str, Any], stamp: Any,

@@ -17,7 +17,9 @@ wire, requests go to the :class:`InferenceWorker` (one consumer thread per infer
 and service and action callbacks are coroutines that yield their executor thread until the
 worker answers. What happens to a request on a consumer thread is
 :mod:`stamp_ros.ros.pipeline`; 3D outputs are :mod:`stamp_ros.ros.objects3d`; counters are
-:mod:`stamp_ros.ros.diagnostics`.
+:mod:`stamp_ros.ros.diagnostics`; what is wrong with the inputs (QoS, silence,
+depth units) is :mod:`stamp_ros.ros.input_watch`; boxes tracked between model answers are
+:mod:`stamp_ros.ros.tracking`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.srv import SelfTest
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -47,16 +50,18 @@ from stamp_ros.msg import Segmentation
 from stamp_ros.ros.calls import SegmentCalls
 from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
 from stamp_ros.ros.conversations import ConversationStore
-from stamp_ros.ros.diagnostics import Stats, diagnostic_array, stats_line
+from stamp_ros.ros.diagnostics import Stats, diagnostic_array, stats_line, status_3d
+from stamp_ros.ros.input_watch import InputWatch, counted
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.param_descriptors import parameter_descriptor
 from stamp_ros.ros.params import BY_NAME, PARAMS, validate
 from stamp_ros.ros.pipeline import RequestPipeline
+from stamp_ros.ros.tracking import TrackStream
 from stamp_ros.ros.worker import InferenceWorker, Job
-from stamp_ros.srv import Segment
+from stamp_ros.srv import Segment, Track
 
-OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray),
-                        strict=True))
+OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray,
+                                  Segmentation), strict=True))
 ACTION_RESULT_TIMEOUT_S = 60
 """How long a finished goal's result stays retrievable (Kilted's default is 10 s, Jazzy's 900 s):
 long enough for a slow planner, short enough that results carrying full-size masks do not pile
@@ -83,8 +88,13 @@ class StampNode(LifecycleNode):
         conversations = ConversationStore(lambda: (
             int(self._param("conversation_max_turns")), int(self._param("max_conversations")),
             float(self._param("conversation_timeout"))))
-        self._pipeline = RequestPipeline(self._param, self.get_logger(), ObjectLifter(self),
+        lifter = ObjectLifter(self)
+        self._pipeline = RequestPipeline(self._param, self.get_logger(), lifter,
                                          self._stats, conversations)
+        self._tracks = self._pipeline.tracking = TrackStream(self._param, self.get_logger(),
+                                                             lifter)
+        self._tracks.camera_of = lambda name: self._calls.camera(name)
+        self._tracks.refusal = lambda job: self._pipeline.refusal(job, self._worker is not None)
         self._worker: InferenceWorker | None = None
         self._pool: InferencePool | None = None
         self._restarts = 0
@@ -101,9 +111,14 @@ class StampNode(LifecycleNode):
         self._output_publishers: list[Any] = []
         self._diagnostics_pub: Any = None
         self._service: Any = None
+        self._track_service: Any = None
         self._action_server: ActionServer | None = None
         self._stats_timer: Any = None
         self._wake: Any = None
+        self._watch: InputWatch | None = None
+        self._health_timer: Any = None
+        self._self_test: Any = None
+        self._last_snap: dict[str, Any] | None = None
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -141,35 +156,38 @@ class StampNode(LifecycleNode):
             depth=1,
             reliability=ReliabilityPolicy.RELIABLE
             if self._param("image_reliability") == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        # camera_info follows the image's reliability, as image_transport's camera subscriber
+        # does: drivers publish the two with the same QoS.
+        info_qos = QoSProfile(depth=10, reliability=image_qos.reliability)
         image_type = CompressedImage if self._param("use_compressed") else Image
         image_topic = "image/compressed" if self._param("use_compressed") else "image"
 
         self._wake = self._calls.wake = self.create_guard_condition(lambda: None)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self._watch = InputWatch(self, self._param, self._publish_diagnostics)
+        self._diagnostics_pub = self._publisher(DiagnosticArray, "/diagnostics", reliable,
+                                                "diagnostics")
         names = [str(n).strip().strip("/") for n in self._param("cameras")] or [""]
         self._cameras = self._calls.cameras = {name: Camera(name) for name in names}
         for camera in self._cameras.values():
             camera.outputs = {
-                key: self.create_publisher(
+                key: self._publisher(
                     msg_type, camera.output_topic(key),
-                    results_qos if key in ("result", "answer") else reliable)
+                    results_qos if key in ("result", "answer") else reliable, key, camera.label)
                 for key, msg_type in OUTPUT_TYPES.items()}
             self._output_publishers += camera.outputs.values()
-            image_sub = self.create_subscription(
-                image_type, camera.topic(image_topic),
+            image_sub = self._subscribe(
+                camera, image_topic, image_type,
                 lambda raw, c=camera, t=image_type: self._on_image(c, SerializedImage(raw, t)),
-                image_qos, callback_group=image_group, raw=True)
+                image_qos, image_group, raw=True)
             self._input_subscriptions += [
                 image_sub,
-                self.create_subscription(String, camera.topic("query"),
-                                         lambda m, c=camera: self._on_query(c, m),
-                                         queries_qos, callback_group=request_group),
-                self.create_subscription(Image, camera.topic("depth"),
-                                         lambda m, c=camera: c.depth.append(m),
-                                         image_qos, callback_group=image_group),
-                self.create_subscription(CameraInfo, camera.topic("camera_info"),
-                                         lambda m, c=camera: setattr(c, "camera_info", m),
-                                         reliable, callback_group=image_group),
+                self._subscribe(camera, "query", String, lambda m, c=camera: self._on_query(c, m),
+                                queries_qos, request_group),
+                self._subscribe(camera, "depth", Image, lambda m, c=camera: self._on_depth(c, m),
+                                image_qos, image_group),
+                self._subscribe(camera, "camera_info", CameraInfo,
+                                lambda m, c=camera: setattr(c, "camera_info", m),
+                                info_qos, image_group),
             ]
             self.get_logger().info(
                 f"camera {camera.label}: image {image_sub.topic_name} "
@@ -178,6 +196,8 @@ class StampNode(LifecycleNode):
                 f"{camera.outputs['result'].topic_name}")
         self._service = self.create_service(Segment, "~/segment", self._calls.on_service,
                                             qos_profile=calls_qos, callback_group=call_group)
+        self._track_service = self.create_service(Track, "~/track", self._tracks.on_track,
+                                                  callback_group=request_group)
         self._action_server = ActionServer(
             self, SegmentAction, "~/segment", self._calls.on_goal,
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
@@ -189,6 +209,11 @@ class StampNode(LifecycleNode):
         if self._param("stats_period") > 0:
             self._stats_timer = self.create_timer(self._param("stats_period"),
                                                   self._on_stats_timer)
+        timeout = float(self._param("input_timeout"))
+        self._health_timer = self.create_timer(min(1.0, timeout / 2) if timeout > 0 else 1.0,
+                                               self._watch.tick, callback_group=request_group)
+        self._self_test = self.create_service(SelfTest, "~/self_test", self._on_self_test,
+                                              callback_group=request_group)
         self._pipeline.publishing = True
         self.get_logger().info(f"configured: {len(self._cameras)} camera(s), mode "
                                f"{self._param('mode')}")
@@ -211,7 +236,10 @@ class StampNode(LifecycleNode):
         for lane, proc in enumerate(pool.processes):  # died between loading and now
             if proc.state != "ready":
                 self._worker.lane_down(lane, proc.last_failure, proc.state == "restarting")
+        self._tracks.start()
         self._active = True
+        if self._watch is not None:
+            self._watch.activate()
         self.get_logger().info(f"active: model {self._param('model')} ready")
         return super().on_activate(state)
 
@@ -223,6 +251,8 @@ class StampNode(LifecycleNode):
         self._pipeline.unavailable_reason = "the node is inactive (activate it to load the model)"
         self._stop_serving("the node was deactivated",
                            free=bool(self._param("free_on_deactivate")))
+        if self._watch is not None:
+            self._watch.deactivate()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -249,6 +279,7 @@ class StampNode(LifecycleNode):
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(reason)
+        self._tracks.stop()
         if free:
             self._close_pool()
         for camera in self._cameras.values():
@@ -264,12 +295,17 @@ class StampNode(LifecycleNode):
     def _destroy_entities(self) -> None:
         self._pipeline.publishing = False
         self._pipeline.conversations.clear()
-        if self._stats_timer is not None:
-            self.destroy_timer(self._stats_timer)
+        for timer in (self._stats_timer, self._health_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        if self._self_test is not None:
+            self.destroy_service(self._self_test)
         if self._action_server is not None:
             self._action_server.destroy()
         if self._service is not None:
             self.destroy_service(self._service)
+        if self._track_service is not None:
+            self.destroy_service(self._track_service)
         for sub in self._input_subscriptions:
             self.destroy_subscription(sub)
         for pub in [*self._output_publishers, self._diagnostics_pub]:
@@ -281,7 +317,9 @@ class StampNode(LifecycleNode):
             camera.outputs = {}
         self._input_subscriptions, self._output_publishers = [], []
         self._diagnostics_pub = self._service = self._action_server = None
+        self._track_service = None
         self._stats_timer = self._wake = self._calls.wake = None
+        self._health_timer = self._self_test = self._watch = self._last_snap = None
 
     def _load_spec(self) -> tuple[LoadSpec, list[str], int]:
         """What the inference processes load (the [reload] parameters), on which devices, with
@@ -385,6 +423,33 @@ class StampNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ topics
+    def _subscribe(self, camera: Camera, role: str, msg_type: type, callback: Any,
+                   qos: QoSProfile, group: Any, **kwargs: Any) -> Any:
+        """A camera input: its arrival monitor and incompatible-QoS callbacks included."""
+        endpoint = self._watch.input(role, camera.label, camera.topic(role), qos)
+        camera.inputs[role] = endpoint
+        sub = self.create_subscription(msg_type, camera.topic(role),
+                                       counted(endpoint.monitor, callback), qos,
+                                       callback_group=group,
+                                       event_callbacks=self._watch.callbacks(endpoint), **kwargs)
+        self._watch.bind(endpoint, sub.topic_name, camera.topic(role))
+        return sub
+
+    def _publisher(self, msg_type: type, topic: str, qos: QoSProfile, role: str,
+                   camera: str = "") -> Any:
+        """An output with incompatible-QoS callbacks (a subscriber that cannot match)."""
+        endpoint = self._watch.output(role, camera, qos)
+        pub = self.create_publisher(msg_type, topic, qos,
+                                    event_callbacks=self._watch.callbacks(endpoint))
+        self._watch.bind(endpoint, pub.topic_name)
+        return pub
+
+    def _on_depth(self, camera: Camera, msg: Image) -> None:
+        """Keep the depth image for pairing by stamp; check its units."""
+        camera.depth.append(msg)
+        if self._watch is not None:
+            self._watch.check_depth(camera.inputs["depth"], msg)
+
     def _on_image(self, camera: Camera, frame: SerializedImage) -> None:
         """Store the frame as received (decoded only if a request uses it); in continuous mode
         offer it to the worker, which keeps only the newest per camera."""
@@ -396,6 +461,7 @@ class StampNode(LifecycleNode):
             worker.offer_continuous(Job(
                 request_id=f"c{cached.seq}", query=query, source="continuous",
                 asked_at=cached.received, frame=cached, camera=camera), key=camera.name)
+            self._tracks.offer(camera, cached)
 
     def _on_query(self, camera: Camera, msg: String) -> None:
         """A plain-text request: answered once on a fresh frame, or in continuous mode tracked
@@ -409,8 +475,10 @@ class StampNode(LifecycleNode):
         if reason:
             self._pipeline.reject(job, reason)
             camera.track("")
+            self._tracks.reset(camera)
             return
         camera.track(msg.data)
+        self._tracks.reset(camera)
         self.get_logger().info(f"continuous mode, camera {camera.label}: tracking "
                                f"{msg.data[:200]!r}")
 
@@ -429,7 +497,13 @@ class StampNode(LifecycleNode):
         # report covering a few milliseconds would only show zero rates.
         if time.monotonic() - self._stats.since < 0.5 * float(self._param("stats_period")):
             return
-        snap = self._stats.snapshot_and_reset()
+        snap = self._snapshot(reset=True)
+        self.get_logger().info(stats_line(snap))
+        self._last_snap = snap
+        self._publish_diagnostics()
+
+    def _snapshot(self, reset: bool) -> dict[str, Any]:
+        snap = self._stats.snapshot(reset=reset)
         worker = self._worker
         snap["queue_depth"] = worker.depth if worker else 0
         snap["dropped_frames"] = worker.dropped_frames if worker else 0
@@ -438,12 +512,41 @@ class StampNode(LifecycleNode):
         snap["inference_processes"] = pool.describe() if pool is not None else "none"
         snap["inference_restarts"] = self._restarts
         snap["inference_last_failure"] = self._last_failure
-        self.get_logger().info(stats_line(snap))
+        return snap
+
+    def _statuses(self, snap: dict[str, Any]) -> list[DiagnosticStatus]:
+        """The node's status first (as /diagnostics always has it), then inputs, outputs, 3D."""
+        name = self.get_name()
         down = None if self._active else self._pipeline.unavailable_reason
+        pool = self._pool
         if down is None and pool is not None and all(
                 p.state != "ready" for p in pool.processes):
             down = f"no inference process serves: {self._last_failure}"
-        if self._diagnostics_pub is not None:
-            self._diagnostics_pub.publish(diagnostic_array(
-                f"{self.get_name()}: stamp inference", str(self._param("model")), snap,
-                self.get_clock().now().to_msg(), down))
+        arr = diagnostic_array(f"{name}: stamp inference", str(self._param("model")), snap,
+                               self.get_clock().now().to_msg(), down)
+        watch = self._watch
+        if watch is None:
+            return list(arr.status)
+        return [*arr.status, *watch.statuses(name),
+                status_3d(f"{name}: 3d", snap, self._stats.last_reasons_3d,
+                          watch.depth_in_use())]
+
+    def _publish_diagnostics(self) -> None:
+        """/diagnostics now: every stats_period, and at once when an input's state changes
+        (nothing while stats_period is 0)."""
+        if self._diagnostics_pub is None or float(self._param("stats_period")) <= 0:
+            return
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = self._statuses(self._last_snap or self._snapshot(reset=False))
+        self._diagnostics_pub.publish(arr)
+
+    def _on_self_test(self, request: SelfTest.Request,
+                      response: SelfTest.Response) -> SelfTest.Response:
+        """diagnostic_msgs/SelfTest: the same statuses as /diagnostics, on demand (what
+        ``stamp-ros doctor`` reads: the inputs with their resolved topics and roles)."""
+        statuses = self._statuses(self._snapshot(reset=False))
+        response.id = self.get_fully_qualified_name()
+        response.passed = bytes([all(s.level == DiagnosticStatus.OK for s in statuses)])
+        response.status = statuses
+        return response

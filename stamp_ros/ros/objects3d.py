@@ -1,16 +1,18 @@
 """3D outputs of a request: masks + paired depth + CameraInfo -> objects, points and markers.
 
 The geometry is pure numpy (:mod:`stamp_ros.geometry`, :mod:`stamp_ros.ros.depth3d`); this
-module picks the depth image for the frame, optionally moves the result into ``target_frame``
-through tf2 (when ``tf2_ros`` is installed), and publishes ``~/points`` and ``~/markers``.
+module lifts a result's masks with the camera's depth, optionally moves them into
+``target_frame`` through tf2 (withholding the 3D, with the reason, when it cannot), and
+publishes ``~/points`` and ``~/markers``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from stamp_ros import status3d
 from stamp_ros.ros.camera import Camera
-from stamp_ros.ros.depth3d import lift_instances, pair_depth, transform_objects
+from stamp_ros.ros.depth3d import Lift3D, lift_frame, transform_objects
 
 THROTTLE_S = 10.0
 """A missing depth pairing or transform is logged at most this often per cause."""
@@ -25,53 +27,59 @@ class ObjectLifter:
         self._tf_listener: Any = None
         self._tf_missing = False
 
-    def lift(self, camera: Camera, header: Any, result: Any, *, depth_max_skew: float,
-             depth_scale: float, target_frame: str) -> tuple[list | None, str]:
-        """Per instance its 3D summary (or None) and the frame they are in; (None, "") when the
-        camera has no depth or intrinsics or no depth image is within ``depth_max_skew``.
-        Publishes the points and markers of the camera as a side effect."""
-        if not result.instances or not camera.depth or camera.camera_info is None:
-            return None, ""
-        depth = pair_depth(header, list(camera.depth), depth_max_skew)
-        if depth is None:
-            self._node.get_logger().warning(
-                "depth is subscribed but no depth image is within depth_max_skew of the frame",
-                throttle_duration_sec=THROTTLE_S)
-            return None, ""
-        objects, points = lift_instances([inst.mask for inst in result.instances], depth,
-                                         camera.camera_info, depth_scale)
-        frame_id = header.frame_id
-        if target_frame and target_frame != frame_id:
-            objects, points, frame_id = self._to_target_frame(objects, points, header,
-                                                              target_frame)
-        self._publish(camera, header, frame_id, objects, points, result.text)
-        return objects, frame_id
+    def _warn(self, text: str) -> None:
+        if self._node is not None:
+            self._node.get_logger().warning(text, throttle_duration_sec=THROTTLE_S)
 
-    def _to_target_frame(self, objects: list, points: list, header: Any,
-                         target: str) -> tuple[list, list, str]:
-        """Transform through tf2 when it is installed and has the transform; else keep the
-        camera frame and say why (throttled)."""
+    def lift(self, camera: Camera, header: Any, result: Any, *, depth_max_skew: float,
+             depth_scale: float, target_frame: str) -> Lift3D:
+        """Per instance its 3D summary, or the reason it has none (no depth or intrinsics, no
+        depth image within ``depth_max_skew``, too few points, a failed transform). Publishes
+        the camera's points and markers when any instance has 3D."""
+        lift = self.lift_masks(camera, header, [inst.mask for inst in result.instances],
+                               depth_max_skew=depth_max_skew, depth_scale=depth_scale,
+                               target_frame=target_frame)
+        if lift.any_3d:
+            self._publish(camera, header, lift.frame_id, lift.objects, lift.points, result.text)
+        return lift
+
+    def lift_masks(self, camera: Camera, header: Any, masks: list, *, depth_max_skew: float,
+                   depth_scale: float, target_frame: str) -> Lift3D:
+        """:meth:`lift` without publishing (also used for every tracked frame)."""
+        lift = lift_frame(header, masks, list(camera.depth), camera.camera_info,
+                          depth_max_skew=depth_max_skew, depth_scale=depth_scale)
+        reasons = {r.kind: r.text for r in lift.reasons if r is not None}
+        if "depth_skew" in reasons:
+            self._warn(f"camera {camera.label}: 3D withheld: {reasons['depth_skew']}")
+        if lift.any_3d and target_frame and target_frame != header.frame_id:
+            self._to_target_frame(lift, header, target_frame)
+        return lift
+
+    def _to_target_frame(self, lift: Lift3D, header: Any, target: str) -> None:
+        """Transform through tf2 when it is installed and has the transform; else withhold the
+        3D with the reason (a planner that asked for ``target_frame`` must not get camera
+        coordinates it could mistake for it)."""
         import rclpy.duration
         import rclpy.time
 
         buffer = self._buffer()
         if buffer is None:
-            self._node.get_logger().warning(
-                f"target_frame {target!r} set but tf2_ros is not installed: 3D stays in "
-                f"{header.frame_id!r}", throttle_duration_sec=THROTTLE_S)
-            return objects, points, header.frame_id
+            reason = status3d.tf_unavailable(target)
+            self._warn(f"3D withheld: {reason.text}")
+            lift.withhold(reason)
+            return
         try:
             tf = buffer.lookup_transform(target, header.frame_id, rclpy.time.Time.from_msg(
                 header.stamp), timeout=rclpy.duration.Duration(seconds=0.1))
         except Exception as exc:
-            self._node.get_logger().warning(
-                f"no transform {header.frame_id!r} -> {target!r}: {exc}; 3D stays in the "
-                "camera frame", throttle_duration_sec=THROTTLE_S)
-            return objects, points, header.frame_id
+            reason = status3d.tf_failure(type(exc).__name__, str(exc), header.frame_id, target)
+            self._warn(f"3D withheld: {reason.text}")
+            lift.withhold(reason)
+            return
         t, q = tf.transform.translation, tf.transform.rotation
-        objects, points = transform_objects(objects, points, (q.x, q.y, q.z, q.w),
-                                            (t.x, t.y, t.z))
-        return objects, points, target
+        lift.objects, lift.points = transform_objects(lift.objects, lift.points,
+                                                      (q.x, q.y, q.z, q.w), (t.x, t.y, t.z))
+        lift.frame_id = target
 
     def _buffer(self) -> Any:
         """The tf2 buffer, created (with its listener) on first use; None without tf2_ros."""

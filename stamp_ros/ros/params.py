@@ -69,6 +69,21 @@ PARAMS: tuple[Param, ...] = (
           choices=("once", "continuous")),
     Param("reanswer_every", 30, "continuous mode: regenerate the answer every N frames and "
           "reuse (teacher-force) it in between; 1 = always generate", min_value=1),
+    Param("track", False, "continuous mode: follow every object of the query between model "
+          "answers: ~/tracks on every camera frame (masks carried by image motion), track_id "
+          "on ~/result; a lost track or a scene change asks for a freshly written answer"),
+    Param("track_min_iou", 0.3, "tracking: smallest mask IoU for a model answer's object to "
+          "continue a track (else it gets a new id)", min_value=0.01, max_value=1.0),
+    Param("track_max_misses", 2, "tracking: a track not matched by this many model answers in "
+          "a row ends", min_value=1, max_value=1000),
+    Param("track_max_side", 480, "tracking: longer side (px, at most) of the grey image motion "
+          "is estimated on (frames are downscaled by an integer factor)", min_value=64,
+          max_value=4096),
+    Param("track_fb_threshold", 1.0, "tracking: forward-backward error (px of that image) above "
+          "which a tracked point is not trusted", min_value=0.05, max_value=20.0),
+    Param("track_scene_change", 0.7, "tracking: fraction of the whole image's tracked points "
+          "failing at once that counts as a scene change (every track lost, fresh answer)",
+          min_value=0.05, max_value=1.0),
     Param("max_frame_age", 1.0, "seconds: the oldest frame a query may be answered on "
           "(age since the node received it)", min_value=0.0),
     Param("frame_timeout", 2.0, "seconds a query waits for a fresh frame before an error "
@@ -82,8 +97,9 @@ PARAMS: tuple[Param, ...] = (
           "front/image, front/query, ... -> ~/front/result, ...", reload=True),
     Param("use_compressed", False, "subscribe to image/compressed (CompressedImage) instead of "
           "image", reload=True),
-    Param("image_reliability", "reliable", "QoS reliability of the image subscription: "
-          "reliable or best_effort (match your camera driver)",
+    Param("image_reliability", "best_effort", "QoS reliability of the camera subscriptions "
+          "(image, depth, camera_info): best_effort matches every camera driver; reliable "
+          "receives nothing from a best-effort one",
           choices=("reliable", "best_effort"), reload=True),
     Param("publish_overlay", True, "publish ~/overlay (only built while someone subscribes)"),
     Param("system_prompt", DEFAULT_SYSTEM_PROMPT, "system message of the chat"),
@@ -98,6 +114,9 @@ PARAMS: tuple[Param, ...] = (
           "one evicts the least recently used", min_value=1, max_value=1000),
     Param("conversation_timeout", 300.0, "seconds: a conversation unused this long is "
           "forgotten", min_value=1.0),
+    Param("input_timeout", 5.0, "seconds: after activation, a camera input (image; depth and "
+          "camera_info when configured) silent this long is reported in the log (once per "
+          "interval, with the likely cause) and on /diagnostics (0 = off)", min_value=0.0),
     Param("stats_period", 30.0, "seconds between ~/stats log lines and /diagnostics updates "
           "(0 = off)", min_value=0.0),
 )

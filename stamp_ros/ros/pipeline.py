@@ -68,6 +68,8 @@ class RequestPipeline:
         self.unavailable_reason = "the node has not been activated yet"
         """Why no model serves (the error result while :attr:`segmenter` is None)."""
         self.publishing = False
+        self.tracking: Any = None
+        """The node's :class:`~stamp_ros.ros.tracking.TrackStream` (grounds continuous answers)."""
 
     # ------------------------------------------------------------------ before the queue
     def refusal(self, job: Job, serving: bool) -> str:
@@ -135,17 +137,22 @@ class RequestPipeline:
                 camera.answer_reuse.record(job.query, result.token_ids,
                                            int(self._param("reanswer_every")), forced is not None)
             t_post = time.monotonic()
-            objects, frame_3d = self._lifter.lift(
+            lift = self._lifter.lift(
                 camera, header, result, depth_max_skew=float(self._param("depth_max_skew")),
                 depth_scale=float(self._param("depth_scale")),
                 target_frame=str(self._param("target_frame")))
+            self._stats.lifted(lift.reasons)
             seg = segmentation_msg(
                 request_id=job.request_id, query=job.query, header=header, result=result,
-                model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=objects,
-                frame_id_3d=frame_3d)
+                model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=lift.objects,
+                frame_id_3d=lift.frame_id,
+                reasons_3d=[r.text if r else "" for r in lift.reasons],
+                depth_fractions=lift.fractions)
             seg.turn = turn
             seg.frame_age_ms = float(_ms(frame_age_s))
             seg.answer_reused = forced is not None
+            if continuous and self.tracking is not None:
+                self.tracking.ground(job, header, rgb, result, seg)
             seg.postprocess_ms += float(_ms(time.monotonic() - t_post))
             self._finish(job, seg, rgb, [inst.mask for inst in result.instances])
         except InferenceCancelled as exc:
@@ -239,6 +246,8 @@ class RequestPipeline:
         union = union_mask(masks or [], frame_rgb.shape[:2])
         outputs["mask"].publish(mono8_to_image_msg(union, result.header))
         overlay_pub = outputs["overlay"]
-        if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0:
+        tracked = self.tracking is not None and self.tracking.tracking(camera)  # per frame there
+        if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0 \
+                and not tracked:
             overlay = render_overlay(frame_rgb, masks or [], result.answer)
             overlay_pub.publish(rgb_to_image_msg(overlay, result.header))

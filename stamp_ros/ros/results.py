@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,15 +19,19 @@ import numpy as np
 from stamp_ros.engine.result import SegInstance, StampResult
 from stamp_ros.geometry import Object3D
 from stamp_ros.ros.convert import mono8_to_image_msg
+from stamp_ros.status3d import no_depth
 
 __all__ = [
     "MessageKit",
+    "ModelAnswer",
     "RclpyKit",
     "error_msg",
     "fill_3d",
     "instance_msg",
+    "mark_tracked",
     "rclpy_kit",
     "segmentation_msg",
+    "tracks_msg",
 ]
 
 
@@ -96,7 +101,10 @@ def rclpy_kit() -> RclpyKit:
 
 
 def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
-                 frame_id_3d: str = "", *, kit: MessageKit | None = None) -> Any:
+                 frame_id_3d: str = "", *, kit: MessageKit | None = None,
+                 status_3d: str = "", valid_depth_fraction: float = 0.0) -> Any:
+    """One Instance; without ``obj`` its ``status_3d`` says why (``status_3d``, by default
+    "no depth received")."""
     kit = kit or rclpy_kit()
     msg = kit.instance()
     msg.mask = kit.mono8(inst.mask.astype(bool), header)
@@ -107,9 +115,19 @@ def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
     msg.x_min, msg.y_min, msg.x_max, msg.y_max = (int(v) for v in inst.bbox)
     msg.area = int(inst.area)
     msg.score = float(inst.score)
-    if obj is not None:
-        fill_3d(msg, obj, frame_id_3d)
+    set_3d(msg, obj, frame_id_3d, status_3d, valid_depth_fraction)
     return msg
+
+
+def set_3d(msg: Any, obj: Object3D | None, frame_id: str, status_3d: str,
+           valid_depth_fraction: float) -> None:
+    """An Instance's 3D fields: the summary of ``obj``, or without one the reason
+    (``status_3d``, by default "no depth received"); the valid-depth share either way."""
+    msg.valid_depth_fraction = float(valid_depth_fraction)
+    if obj is not None:
+        fill_3d(msg, obj, frame_id)
+    else:
+        msg.status_3d = status_3d or no_depth().text
 
 
 def fill_3d(msg: Any, obj: Object3D, frame_id: str) -> None:
@@ -132,8 +150,12 @@ def segmentation_msg(
     convert_ms: float,
     objects: Sequence[Object3D | None] | None = None,
     frame_id_3d: str = "",
+    reasons_3d: Sequence[str] | None = None,
+    depth_fractions: Sequence[float] | None = None,
     kit: MessageKit | None = None,
 ) -> Any:
+    """A successful result; ``objects`` (3D per instance or None), ``reasons_3d`` (why an
+    instance has none) and ``depth_fractions`` (valid-depth share of its mask) as lifted."""
     kit = kit or rclpy_kit()
     msg = kit.segmentation()
     msg.header = header
@@ -143,10 +165,15 @@ def segmentation_msg(
     msg.success = True
     msg.model = model
     msg.grid_height, msg.grid_width = (int(v) for v in result.grid_size)
-    objects = list(objects) if objects is not None else [None] * len(result.instances)
+    count = len(result.instances)
+    objects = list(objects) if objects is not None else [None] * count
+    reasons = list(reasons_3d) if reasons_3d is not None else [""] * count
+    fractions = list(depth_fractions) if depth_fractions is not None else [0.0] * count
     msg.instances = [
-        instance_msg(inst, header, obj, frame_id_3d, kit=kit)
-        for inst, obj in zip(result.instances, objects, strict=True)
+        instance_msg(inst, header, obj, frame_id_3d, kit=kit, status_3d=reason,
+                     valid_depth_fraction=fraction)
+        for inst, obj, reason, fraction in zip(result.instances, objects, reasons, fractions,
+                                               strict=True)
     ]
     t = result.timings_ms
     msg.wait_ms = float(wait_ms)
@@ -169,3 +196,68 @@ def error_msg(*, request_id: str, query: str, error: str, header: Any = None,
     msg.model = model
     msg.wait_ms = float(wait_ms)
     return msg
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What every ``~/tracks`` message repeats from the model answer its tracks were last
+    grounded on (kept by the tracker as its ``grounding``)."""
+
+    stamp: Any
+    """builtin_interfaces/Time of the answered frame (``model_stamp``)."""
+    answer: str
+    answer_reused: bool
+    request_id: str
+
+
+def tracks_msg(*, seq: int, header: Any, query: str, model: str, tracks: Any,
+               objects: Sequence[Object3D | None] | None = None, frame_id_3d: str = "",
+               reasons_3d: Sequence[str] | None = None,
+               depth_fractions: Sequence[float] | None = None,
+               timings_ms: dict[str, float] | None = None,
+               kit: MessageKit | None = None) -> Any:
+    """The ``~/tracks`` Segmentation of one frame from the tracker's
+    :class:`~stamp_ros.tracking.FrameTracks`: every live track as an Instance with its
+    ``track_id``, the frame's own header, ``propagated`` and ``model_stamp``; its 3D (or the
+    reason it has none) as :func:`segmentation_msg` fills it. Tracked instances carry no patch
+    grid (that is the model's, on ``~/result``)."""
+    kit = kit or rclpy_kit()
+    answer: ModelAnswer = tracks.grounding
+    msg = kit.segmentation()
+    msg.header = header
+    msg.request_id = f"t{seq}"
+    msg.query = query
+    msg.answer = answer.answer
+    msg.success = True
+    msg.model = model
+    msg.answer_reused = bool(answer.answer_reused)
+    msg.propagated = bool(tracks.propagated)
+    msg.model_stamp = answer.stamp
+    count = len(tracks.objects)
+    objects = list(objects) if objects is not None else [None] * count
+    reasons = list(reasons_3d) if reasons_3d is not None else [""] * count
+    fractions = list(depth_fractions) if depth_fractions is not None else [0.0] * count
+    instances = []
+    for tracked, obj, reason, fraction in zip(tracks.objects, objects, reasons, fractions,
+                                              strict=True):
+        inst = kit.instance()
+        inst.mask = kit.mono8(tracked.mask, header)
+        inst.x_min, inst.y_min, inst.x_max, inst.y_max = (int(v) for v in tracked.bbox)
+        inst.area = int(tracked.area)
+        inst.score = float(tracked.score)
+        inst.track_id = int(tracked.track_id)
+        set_3d(inst, obj, frame_id_3d, reason, fraction)
+        instances.append(inst)
+    msg.instances = instances
+    for name, value in (timings_ms or {}).items():
+        setattr(msg, f"{name}_ms", float(value))
+    return msg
+
+
+def mark_tracked(msg: Any, track_ids: Sequence[int]) -> None:
+    """A model answer (``~/result``) in tracking mode: each instance's ``track_id``, and
+    ``model_stamp`` = its own stamp (the answer is the grounding)."""
+    for inst, track_id in zip(msg.instances, track_ids, strict=True):
+        inst.track_id = int(track_id)
+    msg.propagated = False
+    msg.model_stamp = msg.header.stamp

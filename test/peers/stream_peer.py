@@ -6,9 +6,10 @@ differ) and only restamped: ``header.stamp`` is this process's ROS clock ``now()
 time, the same clock the test client reads with ``node.get_clock().now()`` on this host.
 
 Usage: stream_peer.py --rate 30 --width 1920 --height 1080 --duration 60 [--gap START:LENGTH]...
-[--topic image] [--stats FILE]. It waits for a subscriber, prints "streaming", publishes on a
-fixed schedule (ticks it cannot keep are skipped, never bursted), pauses during the gaps
-(seconds after the start), and finally writes its counts as JSON to --stats and prints "done".
+[--topic image] [--reliability reliable|best_effort] [--stats FILE]. It waits for a
+subscriber, prints "streaming", publishes on a fixed schedule (ticks it cannot keep are
+skipped, never bursted), pauses during the gaps (seconds after the start), and finally writes
+its counts as JSON to --stats and prints "done".
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--gap", type=parse_gap, action="append", default=[])
     parser.add_argument("--depth", type=int, default=1, help="publisher history depth")
+    parser.add_argument("--reliability", choices=("reliable", "best_effort"),
+                        default="reliable", help="publisher QoS reliability")
     parser.add_argument("--stats", type=Path)
     parser.add_argument("--wait-subscriber", type=float, default=60.0)
     parser.add_argument("--compressed", action="store_true",
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node("stream_peer")
-    qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE)
+    qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE
+                     if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
     msg_type = CompressedImage if args.compressed else Image
     pub = node.create_publisher(msg_type, args.topic, qos)
     frames = build_frames(args.width, args.height)

@@ -1,0 +1,141 @@
+"""`TrackingSession`: one query tracked by the node, seen from the planner.
+
+:meth:`StampClient.track <stamp_ros.client.StampClient.track>` asks the node (``~/track``
+service) to track a query on a camera and subscribes to that camera's ``~/tracks``; the session
+keeps the newest tracked frame, calls the planner's callback for every frame, and
+:meth:`TrackingSession.stop` ends tracking on the node. Objects keep their ``track_id`` from
+frame to frame and across model answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+
+from stamp_ros.client.errors import StampClientError, StampTimeout, StampUnavailable
+from stamp_ros.client.result import SegmentResult
+from stamp_ros.client.task import Waiter
+
+FrameCallback = Callable[[SegmentResult], None]
+TRACKS_DEPTH = 10
+"""Tracked frames kept by the subscription for a planner that falls behind (newest win)."""
+
+
+def call_track_service(node: Any, client: Any, waiter: Waiter, query: str, camera: str,
+                       timeout: float) -> Any:
+    """Call ``~/track`` and return its response; raises StampUnavailable when the service does
+    not appear within ``timeout``, StampTimeout when it does not answer in time."""
+    from stamp_ros.srv import Track
+
+    if not client.wait_for_service(timeout_sec=max(0.0, timeout)):
+        raise StampUnavailable(f"no service {client.srv_name} after {timeout:g} s: is the "
+                               "stamp node running and configured?")
+    request = Track.Request()
+    request.query, request.camera = str(query), str(camera)
+    future = client.call_async(request)
+    if not waiter.wait(future, timeout):
+        raise StampTimeout(f"{client.srv_name} did not answer within {timeout:g} s")
+    return future.result()
+
+
+class TrackingSession:
+    """The node tracks :attr:`query` on :attr:`camera` while this session is open.
+
+    :attr:`latest` is the newest tracked frame (a :class:`SegmentResult` whose ``objects``
+    carry ``track_id``; ``propagated`` and ``model_stamp`` say how fresh the model's grounding
+    is), :meth:`wait_for_frame` waits for the next one, ``callback`` (if given) gets every
+    frame on the thread that spins the planner's node. :meth:`stop` (or leaving a ``with``
+    block) ends tracking on the node and unsubscribes.
+    """
+
+    def __init__(self, node: Any, waiter: Waiter, service: Any, *, query: str, camera: str,
+                 tracks_topic: str, callback: FrameCallback | None, group: Any,
+                 stop_timeout: float = 10.0) -> None:
+        from stamp_ros.msg import Segmentation
+
+        self.node = node
+        self.query = query
+        self.camera = camera
+        self.tracks_topic = tracks_topic
+        self.frames = 0
+        """Tracked frames received so far."""
+        self._waiter = waiter
+        self._service = service
+        self._callback = callback
+        self._stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._latest: SegmentResult | None = None
+        self._next: Future | None = None
+        self._stopped = False
+        self._sub = node.create_subscription(
+            Segmentation, tracks_topic, self._on_tracks,
+            QoSProfile(depth=TRACKS_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
+            callback_group=group)
+
+    def _on_tracks(self, msg: Any) -> None:
+        if msg.query != self.query:
+            return  # frames of a query tracked before this one
+        frame = SegmentResult.from_msg(msg)
+        with self._lock:
+            self._latest = frame
+            self.frames += 1
+            waiting, self._next = self._next, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(frame)
+        if self._callback is not None:
+            try:
+                self._callback(frame)
+            except Exception as exc:  # the planner's bug must not stop its executor
+                self.node.get_logger().warning(f"stamp tracking callback raised: {exc!r}")
+
+    @property
+    def latest(self) -> SegmentResult | None:
+        """The newest tracked frame (None before the first arrived)."""
+        with self._lock:
+            return self._latest
+
+    @property
+    def objects(self) -> list:
+        """The objects of the newest tracked frame (empty before the first)."""
+        latest = self.latest
+        return list(latest.objects) if latest is not None else []
+
+    def wait_for_frame(self, timeout: float = 10.0) -> SegmentResult:
+        """The next tracked frame to arrive; raises :class:`StampTimeout` after ``timeout``
+        seconds without one (the node grounds tracks only once the model answered once)."""
+        with self._lock:
+            if self._stopped:
+                raise StampClientError("this tracking session was stopped")
+            if self._next is None:
+                self._next = Future()
+            future = self._next
+        if not self._waiter.wait(future, timeout):
+            raise StampTimeout(f"no tracked frame of {self.query!r} on {self.tracks_topic} "
+                               f"within {timeout:g} s")
+        return future.result()
+
+    def stop(self) -> None:
+        """End tracking on the node (``~/track`` with an empty query) and unsubscribe. The
+        node keeps serving other requests. Raises like :meth:`StampClient.track` when the
+        node cannot be told; the subscription is removed in any case."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            response = call_track_service(self.node, self._service, self._waiter, "",
+                                          self.camera, self._stop_timeout)
+            if not response.success:
+                raise StampClientError(f"stopping tracking failed: {response.error}")
+        finally:
+            self.node.destroy_subscription(self._sub)
+
+    def __enter__(self) -> TrackingSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

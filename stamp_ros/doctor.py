@@ -1,0 +1,268 @@
+"""``stamp-ros doctor``: what is wrong with a running node's inputs, from the outside.
+
+Run it next to a live node (same ROS domain and discovery settings): it asks the node for its
+inputs (``~/self_test``, the same statuses as /diagnostics), its lifecycle state and model,
+looks at each input's publishers and both sides' QoS, measures rates, frame sizes, encodings
+and the colour/depth stamp skew for a few seconds, and prints one verdict line per input with
+the fix. Exit code 0 when the node is active and every input is fine, 1 otherwise (usable as a
+bring-up check), 2 for bad usage.
+
+This module has no rclpy: the measurement is :mod:`stamp_ros.ros.doctor_probe` (imported when
+the command runs, so ``stamp-ros`` works without ROS for its other commands); the verdicts come
+from :mod:`stamp_ros.input_verdict`, the same rules as the node's own warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+
+from stamp_ros.input_verdict import InputFacts, Peer, Verdict, diagnose
+from stamp_ros.qos_compat import EndpointQos
+
+EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class Sample:
+    """What the doctor received on one input while measuring."""
+
+    messages: int = 0
+    seconds: float = 0.0
+    bytes_total: int = 0
+    stamps: list[float] = field(default_factory=list)
+    """Header stamps (seconds) of the messages received."""
+    width: int = 0
+    height: int = 0
+    encoding: str = ""
+    """Image encoding, CompressedImage format, or "" for other types."""
+    depth_median_m: float | None = None
+    depth_problem: str | None = None
+    intrinsics_ok: bool | None = None
+    """camera_info: K has positive focal lengths (None: not a camera_info input)."""
+
+    @property
+    def rate_hz(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.bytes_total // self.messages if self.messages else 0
+
+
+@dataclass
+class ProbedInput:
+    """One of the node's inputs as the doctor found it."""
+
+    role: str
+    camera: str
+    topic: str
+    msg_type: str
+    required: bool
+    node_qos: EndpointQos | None
+    publishers: list[Peer]
+    similar: list[str] = field(default_factory=list)
+    sample: Sample | None = None
+    node_status: str = ""
+    """The node's own status message for this input (from ~/self_test)."""
+    node_publishers: int = 0
+    """Publishers the node itself sees on the topic (from ~/self_test)."""
+
+
+@dataclass
+class Probe:
+    """Everything the doctor learnt about the node."""
+
+    node: str
+    domain: str
+    found: bool = False
+    state: str = ""
+    model: str = ""
+    params: dict = field(default_factory=dict)
+    inputs: list[ProbedInput] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class InputReport:
+    input: ProbedInput
+    verdict: Verdict
+
+
+def _remap_name(item: ProbedInput) -> str:
+    return f"{item.camera}/{item.role}" if item.camera not in ("", "default") else item.role
+
+
+def depth_skew_s(depth: Sample, image: Sample) -> float | None:
+    """Median distance (s) from each depth stamp to the nearest colour stamp measured."""
+    if not depth.stamps or not image.stamps:
+        return None
+    return statistics.median(min(abs(d - i) for i in image.stamps) for d in depth.stamps)
+
+
+def extra_problems(item: ProbedInput, probe: Probe) -> list[str]:
+    """Findings beyond "does data arrive": depth units, depth/colour skew, intrinsics."""
+    sample = item.sample
+    if sample is None or not sample.messages:
+        return []
+    found = []
+    if item.role == "depth":
+        if sample.depth_problem:
+            found.append(sample.depth_problem)
+        image = next((i.sample for i in probe.inputs if i.camera == item.camera
+                      and i.role in ("image", "image/compressed") and i.sample), None)
+        skew = depth_skew_s(sample, image) if image else None
+        limit = float(probe.params.get("depth_max_skew", 0.05))
+        if skew is not None and skew > limit:
+            found.append(f"depth stamps {skew * 1000:.0f} ms from the colour frames "
+                         f"(depth_max_skew {limit * 1000:.0f} ms): 3D is withheld; publish "
+                         "aligned depth stamped like the colour frame, or raise depth_max_skew")
+    if item.role == "camera_info" and sample.intrinsics_ok is False:
+        found.append("camera_info has no intrinsics (K is zero): calibrate the camera or fix "
+                     "the driver's camera_info_url")
+    return found
+
+
+def judge(item: ProbedInput, probe: Probe) -> Verdict:
+    """The verdict on one input (the node's rules, with the doctor's measurement as the
+    observation window)."""
+    sample = item.sample
+    measured = sample is not None
+    facts = InputFacts(
+        role=item.role, topic=item.topic, remap_name=_remap_name(item), msg_type=item.msg_type,
+        node_qos=item.node_qos, publishers=tuple(item.publishers),
+        received=sample.messages if measured else 0,
+        silent_s=(probe.seconds if measured and not sample.messages else None),
+        required=item.required, similar=tuple(item.similar),
+        input_timeout=probe.seconds if measured else 0.0,
+        extra_problems=tuple(extra_problems(item, probe)))
+    return diagnose(facts)
+
+
+def node_verdict(probe: Probe) -> Verdict:
+    if not probe.found:
+        return Verdict("error", "not found", probe.error or (
+            f"no node {probe.node} in ROS domain {probe.domain}: is it running, with the same "
+            "ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE as this shell?"))
+    if probe.error:
+        return Verdict("error", "no answer", probe.error)
+    if probe.state != "active":
+        return Verdict("error", probe.state or "unknown",
+                       f"lifecycle state {probe.state or 'unknown'}: the node serves only when "
+                       f"active (ros2 lifecycle set {probe.node} activate; a failed configure "
+                       "or model load is in its log)")
+    return Verdict("ok", "active", f"active, model {probe.model}")
+
+
+def _qos_line(item: ProbedInput) -> list[str]:
+    lines = [f"    node subscribes {item.node_qos.short() if item.node_qos else '?'}"]
+    if not item.publishers:
+        lines.append("    publishers   none")
+    for peer in item.publishers:
+        qos = peer.qos.short() if peer.qos else "?"
+        kind = "" if peer.msg_type == item.msg_type else f" [{peer.msg_type}]"
+        lines.append(f"    publisher    {peer.node}{kind}: {qos}")
+    return lines
+
+
+def _sample_line(sample: Sample | None) -> str:
+    if sample is None:
+        return "    measured     not measured"
+    text = f"    measured     {sample.messages} messages in {sample.seconds:.1f} s"
+    if sample.messages:
+        text += f" = {sample.rate_hz:.1f} Hz, {sample.frame_bytes / 1e6:.2f} MB each"
+        if sample.width:
+            text += f", {sample.width}x{sample.height}"
+        if sample.encoding:
+            text += f" {sample.encoding}"
+        if sample.depth_median_m is not None:
+            text += f", median depth {sample.depth_median_m:.2f} m"
+    return text
+
+
+def format_report(probe: Probe, reports: list[InputReport], node: Verdict) -> str:
+    lines = [f"stamp-ros doctor: {probe.node} in ROS domain {probe.domain}"
+             + (f", measured {probe.seconds:.1f} s" if probe.seconds else "")]
+    lines.append(f"verdict node {probe.node}: {node.level.upper()} {node.message}")
+    for report in reports:
+        item = report.input
+        lines.append(f"{item.role} ({item.camera}) {item.topic} [{item.msg_type}]")
+        lines += _qos_line(item)
+        lines.append(_sample_line(item.sample))
+        if item.node_status:
+            lines.append(f"    node says    {item.node_status}")
+        verdict = report.verdict
+        lines.append(f"verdict {item.role} {item.topic}: {verdict.level.upper()} "
+                     f"{verdict.message}")
+    problems = int(not node.ok) + sum(not r.verdict.ok for r in reports)
+    lines.append("healthy" if not problems else f"{problems} problem(s)")
+    return "\n".join(lines)
+
+
+def run(probe: Probe) -> tuple[list[InputReport], Verdict, int]:
+    """Verdicts and the exit code for a probe."""
+    node = node_verdict(probe)
+    reports = [InputReport(item, judge(item, probe)) for item in probe.inputs]
+    healthy = node.ok and all(r.verdict.ok for r in reports)
+    return reports, node, EXIT_HEALTHY if healthy else EXIT_PROBLEMS
+
+
+def to_json(probe: Probe, reports: list[InputReport], node: Verdict, code: int) -> str:
+    return json.dumps({
+        "node": probe.node, "domain": probe.domain, "state": probe.state, "model": probe.model,
+        "verdict": asdict(node), "exit_code": code,
+        "inputs": [{"role": r.input.role, "camera": r.input.camera, "topic": r.input.topic,
+                    "type": r.input.msg_type, "verdict": asdict(r.verdict),
+                    "publishers": [asdict(p) for p in r.input.publishers],
+                    "node_qos": asdict(r.input.node_qos) if r.input.node_qos else None,
+                    "rate_hz": r.input.sample.rate_hz if r.input.sample else None,
+                    "frame_bytes": r.input.sample.frame_bytes if r.input.sample else None,
+                    "encoding": r.input.sample.encoding if r.input.sample else None}
+                   for r in reports]}, indent=2)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="diagnose a running stamp_ros node's inputs (needs ROS)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--node", default="/stamp_node", help="the node's name (default /stamp_node)")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="how long to measure the input topics (default 3)")
+    p.add_argument("--wait", type=float, default=10.0,
+                   help="how long to wait for the node to be discovered (default 10 s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.add_argument("--dds-profile", choices=("auto", "shipped", "default"), default="auto",
+                   help="Fast DDS transports of the doctor itself: the shipped large-image "
+                   "profile (auto: when the environment names none), or Fast DDS's defaults")
+    p.set_defaults(handler=cmd_doctor)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.seconds <= 0 or args.wait < 0:
+        print("stamp-ros doctor: --seconds must be > 0 and --wait >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    from stamp_ros.dds_profile import PROFILE_VARIABLES, large_image_env
+
+    if args.dds_profile == "shipped" or (
+            args.dds_profile == "auto" and not any(os.environ.get(v) for v in PROFILE_VARIABLES)):
+        os.environ.update(large_image_env())  # read by Fast DDS when the probe starts
+    try:
+        from stamp_ros.ros.doctor_probe import probe_node
+    except ImportError as exc:
+        print(f"stamp-ros doctor: needs ROS 2 (rclpy and the stamp_ros interfaces): {exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    name = args.node if args.node.startswith("/") else f"/{args.node}"
+    probe = probe_node(name, seconds=args.seconds, wait=args.wait)
+    reports, node, code = run(probe)
+    print(to_json(probe, reports, node, code) if args.json
+          else format_report(probe, reports, node))
+    return code
+
+
+__all__ = ["InputReport", "Probe", "ProbedInput", "Sample", "cmd_doctor", "format_report",
+           "judge", "register", "run"]

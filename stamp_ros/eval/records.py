@@ -1,0 +1,125 @@
+"""Per-sample results on disk: what makes a run resumable and two runs comparable.
+
+An output folder holds::
+
+    OUT/samples.jsonl        every sample's record, in dataset order (written at the end)
+    OUT/parts/rank<R>.jsonl  records appended as they are made, one file per process
+    OUT/summary.json, OUT/table.md, OUT/worst/  (see :mod:`~stamp_ros.eval.report`)
+
+A record is appended and flushed the moment its sample is done, so a run killed at any point
+loses at most the sample in flight; a torn last line is skipped when read back. Resuming reads
+``samples.jsonl`` and every part file, skips the samples already there and runs the rest.
+Each record carries the fingerprint of the settings that change results (model, dtype, pixel
+budget, prompt mode, ...): a folder with records of other settings is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from stamp_ros.engine.errors import InputError
+
+__all__ = ["RecordWriter", "config_fingerprint", "load_records", "read_jsonl", "write_merged"]
+
+logger = logging.getLogger("stamp_ros.eval")
+
+RESULTS = "samples.jsonl"
+PARTS = "parts"
+
+
+def config_fingerprint(config: Mapping[str, Any]) -> str:
+    """A short, stable hash of the settings that change a sample's result."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The records of one JSONL file; torn or non-record lines are skipped (and logged)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            logger.warning("%s:%d: skipping a torn or invalid line", path, n)
+            continue
+        if isinstance(rec, dict) and "key" in rec:
+            yield rec
+
+
+def record_files(out_dir: Path) -> list[Path]:
+    files = [out_dir / RESULTS] if (out_dir / RESULTS).exists() else []
+    parts = out_dir / PARTS
+    if parts.is_dir():
+        files += sorted(parts.glob("rank*.jsonl"))
+    return files
+
+
+def load_records(out_dir: Path, fingerprint: str) -> dict[str, dict]:
+    """key -> record of every sample already done in ``out_dir`` (first record of a key wins).
+
+    InputError when the folder holds records made with other settings.
+    """
+    done: dict[str, dict] = {}
+    for path in record_files(out_dir):
+        for rec in read_jsonl(path):
+            if rec.get("cfg") != fingerprint:
+                raise InputError(
+                    f"{out_dir} holds results of other settings ({path.name}: settings "
+                    f"{rec.get('cfg')}, this run {fingerprint}); resume with the same options, "
+                    "or choose another --out"
+                )
+            done.setdefault(rec["key"], rec)
+    return done
+
+
+class RecordWriter:
+    """Appends one process's records to ``parts/rank<R>.jsonl``, flushed per record."""
+
+    def __init__(self, out_dir: Path, rank: int) -> None:
+        self.path = out_dir / PARTS / f"rank{rank}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A killed run may have left half a line: start ours on a fresh one.
+        torn = False
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+        self._file: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        if torn:
+            self._file.write("\n")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_merged(out_dir: Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write ``samples.jsonl`` atomically from ``records`` and drop the merged part files."""
+    path = out_dir / RESULTS
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+    parts = out_dir / PARTS
+    if parts.is_dir():
+        for part in parts.glob("rank*.jsonl"):
+            part.unlink()
+        with contextlib.suppress(OSError):  # another host's parts may still be there
+            parts.rmdir()
+    return path

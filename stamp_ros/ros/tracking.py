@@ -1,0 +1,297 @@
+"""Tracking in the node: ``~/tracks`` on every camera frame, between the model's answers.
+
+The tracker itself is ROS-free (:mod:`stamp_ros.tracking`); this is the node's thin layer:
+
+* :class:`TrackStream` owns one thread that takes the newest unprocessed frame of each tracking
+  camera (older ones are dropped, so it never builds a backlog), converts it, steps the
+  camera's :class:`~stamp_ros.tracking.QueryTracker`, and publishes ``~/tracks`` (and, while
+  someone subscribes, the per-frame ``~/overlay`` with track ids). It never runs on the executor
+  thread and never waits for the model; it only takes the tracker's lock, which the inference
+  thread holds for the few milliseconds of matching an answer.
+* :meth:`TrackStream.ground` runs on the inference thread after each continuous-mode answer:
+  it hands the answer's masks to the tracker and writes the track ids into the ``~/result``.
+* A lost track or a scene change clears the camera's answer reuse, so the next model run writes
+  its answer afresh instead of teacher-forcing the old one (``reanswer_every`` otherwise keeps
+  its meaning).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+from sensor_msgs.msg import CompressedImage
+
+from stamp_ros.ros.camera import Camera, as_message
+from stamp_ros.ros.compressed import compressed_msg_to_rgb
+from stamp_ros.ros.convert import image_msg_to_rgb, rgb_to_image_msg
+from stamp_ros.ros.frame_cache import Frame
+from stamp_ros.ros.objects3d import ObjectLifter
+from stamp_ros.ros.results import ModelAnswer, mark_tracked, tracks_msg
+from stamp_ros.ros.worker import Job
+from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame
+
+GIL_SWITCH_INTERVAL_S = 0.001
+"""The tracking thread runs beside the inference thread in one Python process: each of its
+OpenCV calls releases the GIL, and getting it back from a thread busy in Python takes up to
+the interpreter's switch interval (5 ms by default), several times per frame."""
+
+
+def tune_process_for_tracking() -> None:
+    """Process-wide settings for a frame thread beside the model (applied once, when a camera
+    starts tracking; measured in bench/tracking.py, tiny model answering non-stop, 640x480 at
+    30 Hz on the 2-core machine): the GIL switch interval at 1 ms (step p50 6.3 -> 2.5 ms), and
+    OpenCV on one thread, since its worker threads only compete with torch's for the cores
+    (tracks added latency p90 13.6 ms vs 29.8 ms with two OpenCV threads, and the model
+    answered 11.1 vs 8.6 times a second). The node's other OpenCV work (colour conversion,
+    JPEG decoding, the overlay) is small per frame."""
+    if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    cv2.setNumThreads(1)
+REFRESH_LOG_S = 5.0
+"""Requests for a fresh answer (per camera) and tracking failures are logged at most this
+often."""
+
+
+def tracker_config(param: Callable[[str], Any]) -> TrackerConfig:
+    """The ``track_*`` parameters as the tracker's configuration (read for every frame)."""
+    return TrackerConfig(min_iou=float(param("track_min_iou")),
+                         max_misses=int(param("track_max_misses")),
+                         max_side=int(param("track_max_side")),
+                         fb_threshold=float(param("track_fb_threshold")),
+                         scene_change=float(param("track_scene_change")))
+
+
+class _CameraTracking:
+    """The tracker of one camera and the query it tracks."""
+
+    def __init__(self, query: str, tracker: QueryTracker) -> None:
+        self.query = query
+        self.tracker = tracker
+        self.last_refresh_log = 0.0
+
+
+class TrackStream:
+    """Tracking for every camera of one node (see the module docstring)."""
+
+    def __init__(self, param: Callable[[str], Any], logger: Any, lifter: ObjectLifter) -> None:
+        self._param = param
+        self._log = logger
+        self._lifter = lifter
+        self.ids = TrackIds()
+        """Track ids of this node run: never reused, across queries and cameras."""
+        self._cond = threading.Condition()
+        self._slots: OrderedDict[str, tuple[Camera, Frame]] = OrderedDict()
+        self._cameras: dict[str, _CameraTracking] = {}
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.dropped_frames = 0
+        self.published = 0
+        self._last_error_log = 0.0
+        self._tuned = False
+        self.camera_of: Callable[[str], Camera | None] = lambda name: None
+        """The camera a request names ("" = the first); set by the node."""
+        self.refusal: Callable[[Job], str] = lambda job: ""
+        """Why a query can never be answered ("" when it can); set by the node."""
+
+    # ------------------------------------------------------------------ state
+    def enabled(self) -> bool:
+        """Tracking is on: continuous mode with ``track`` true."""
+        return self._param("mode") == "continuous" and bool(self._param("track"))
+
+    def tracking(self, camera: Camera) -> bool:
+        """This camera has a tracked query (its ``~/overlay`` is then per tracked frame)."""
+        return self.enabled() and bool(camera.continuous_query)
+
+    def reset(self, camera: Camera) -> None:
+        """A query arrived for ``camera`` (even the same text again): forget its tracks; the
+        next frame starts a tracker for the camera's query (ids continue, never reused)."""
+        with self._cond:
+            self._cameras.pop(camera.name, None)
+            self._slots.pop(camera.name, None)
+
+    def _state(self, camera: Camera, query: str) -> _CameraTracking | None:
+        """The camera's tracking state if it tracks ``query`` now; created on first use, and
+        dropped when tracking is off (``track``/``mode`` changed) or the query was cleared."""
+        with self._cond:
+            current = camera.continuous_query
+            if not self._running or not current or not self.enabled():
+                self._cameras.pop(camera.name, None)
+                return None
+            state = self._cameras.get(camera.name)
+            if state is None or state.query != current:
+                if not self._tuned:
+                    tune_process_for_tracking()
+                    self._tuned = True
+                state = _CameraTracking(current, QueryTracker(self.ids,
+                                                              tracker_config(self._param)))
+                self._cameras[camera.name] = state
+            return state if state.query == query else None
+
+    def on_track(self, request: Any, response: Any) -> Any:
+        """``~/track`` (stamp_ros/srv/Track): start tracking ``query`` on a camera (what a
+        continuous-mode ``query`` message does, acknowledged), or stop with an empty query.
+        Refused with the reason unless the node is active in continuous mode with track:=true,
+        the camera exists and the query can be answered."""
+        camera = self.camera_of(request.camera)
+        response.success = False
+        if camera is None:
+            response.error = f"unknown camera {request.camera!r}"
+            return response
+        response.tracks_topic = camera.outputs["tracks"].topic_name if camera.outputs else ""
+        if not self.enabled():
+            response.error = ("tracking needs mode:=continuous and track:=true (now mode "
+                              f"{self._param('mode')!r}, track {self._param('track')})")
+            return response
+        if request.query:
+            reason = self.refusal(Job(request_id="track", query=request.query, source="topic",
+                                      asked_at=time.monotonic(), camera=camera))
+            if reason:
+                response.error = reason
+                return response
+        camera.track(request.query)
+        self.reset(camera)
+        self._log.info(f"~/track, camera {camera.label}: " + (
+            f"tracking {request.query[:200]!r}" if request.query else "stopped"))
+        response.success = True
+        return response
+
+    # ------------------------------------------------------------------ the thread
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+
+        self._thread = threading.Thread(target=self._run, name="stamp-tracking", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._running = False
+            self._slots.clear()
+            self._cameras.clear()
+            self._cond.notify_all()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def offer(self, camera: Camera, frame: Frame) -> None:
+        """A new frame of ``camera`` (executor thread): kept as the camera's next frame to
+        track; an unprocessed older one is dropped."""
+        if self._state(camera, camera.continuous_query) is None:
+            return
+        with self._cond:
+            if camera.name in self._slots:
+                self.dropped_frames += 1
+            self._slots[camera.name] = (camera, frame)
+            self._cond.notify()
+
+    def _next(self) -> tuple[Camera, Frame] | None:
+        with self._cond:
+            while self._running and not self._slots:
+                self._cond.wait()
+            if not self._running:
+                return None
+            _, item = self._slots.popitem(last=False)
+            return item
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            camera, frame = item
+            try:
+                self.process(camera, frame)
+            except Exception as exc:  # a bad frame must not end tracking for the others
+                now = time.monotonic()
+                if now - self._last_error_log >= REFRESH_LOG_S:
+                    self._last_error_log = now
+                    self._log.warning(f"tracking frame {frame.seq} of camera {camera.label} "
+                                      f"failed: {type(exc).__name__}: {exc}")
+
+    def process(self, camera: Camera, frame: Frame) -> None:
+        """One frame (what the thread does with each): convert, step the tracker, publish
+        ``~/tracks`` (and the overlay)."""
+        state = self._state(camera, camera.continuous_query)
+        if state is None:
+            return
+        t0 = time.monotonic()
+        msg = as_message(frame.msg)
+        rgb = (compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
+               else image_msg_to_rgb(msg))
+        config = tracker_config(self._param)
+        state.tracker.config = config
+        work = working_frame(rgb, config.max_side)
+        t1 = time.monotonic()
+        out = state.tracker.step(frame.seq, work)
+        t2 = time.monotonic()
+        if out is None:
+            return
+        if out.refresh_reason:
+            self._ask_fresh_answer(camera, state, out.refresh_reason)
+        if self._state(camera, state.query) is not state:
+            return  # the query changed meanwhile: these tracks are no longer wanted
+        header = msg.header
+        lift = self._lifter.lift_masks(
+            camera, header, [o.mask for o in out.objects],
+            depth_max_skew=float(self._param("depth_max_skew")),
+            depth_scale=float(self._param("depth_scale")),
+            target_frame=str(self._param("target_frame")))
+        seg = tracks_msg(seq=frame.seq, header=header, query=state.query,
+                         model=str(self._param("model")), tracks=out, objects=lift.objects,
+                         frame_id_3d=lift.frame_id,
+                         reasons_3d=[r.text if r else "" for r in lift.reasons],
+                         depth_fractions=lift.fractions, timings_ms={
+                             "wait": (t0 - frame.received) * 1e3,
+                             "preprocess": (t1 - t0) * 1e3,
+                             "mask": (t2 - t1) * 1e3})
+        outputs = camera.outputs
+        if not outputs:
+            return
+        seg.postprocess_ms = float((time.monotonic() - t2) * 1e3)
+        seg.total_ms = float((time.monotonic() - frame.received) * 1e3)
+        outputs["tracks"].publish(seg)
+        self.published += 1
+        overlay_pub = outputs["overlay"]
+        if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0:
+            from stamp_ros.overlay import render_overlay
+
+            ids = [o.track_id for o in out.objects]
+            overlay = render_overlay(rgb, [o.mask for o in out.objects], seg.answer,
+                                     labels=[f"#{i}" for i in ids], colors=ids)
+            overlay_pub.publish(rgb_to_image_msg(overlay, header))
+
+    def _ask_fresh_answer(self, camera: Camera, state: _CameraTracking, reason: str) -> None:
+        """A lost track or a scene change: the next model run writes its answer afresh."""
+        camera.answer_reuse.clear()
+        now = time.monotonic()
+        if now - state.last_refresh_log >= REFRESH_LOG_S:
+            state.last_refresh_log = now
+            self._log.info(f"camera {camera.label}: {reason}; asking the model for a fresh "
+                           "answer")
+
+    # ------------------------------------------------------------------ model answers
+    def ground(self, job: Any, header: Any, rgb: Any, result: Any, seg: Any) -> None:
+        """A continuous-mode answer (inference thread): ground the camera's tracks on it and
+        fill the track ids of its ``~/result``."""
+        camera: Camera = job.camera
+        if job.source != "continuous" or job.frame is None or not self.enabled():
+            return
+        state = self._state(camera, job.query)
+        if state is None:
+            return
+        config = tracker_config(self._param)
+        state.tracker.config = config
+        answer = ModelAnswer(stamp=header.stamp, answer=result.text,
+                             answer_reused=bool(seg.answer_reused), request_id=seg.request_id)
+        ids = state.tracker.ground(job.frame.seq, working_frame(rgb, config.max_side),
+                                   [inst.mask for inst in result.instances],
+                                   [inst.score for inst in result.instances], grounding=answer)
+        mark_tracked(seg, ids)
