@@ -427,3 +427,15 @@ def test_hop_benchmark_reports_what_the_committed_results_hold(tmp_path):
         assert set(data["hop"][size]) == set(committed["hop"][size])
         assert data["hop"][size]["hop_ms"]["n"] == 3 and data["hop"][size]["instances"] == 1
         assert data["hop"][size]["hop_ms"]["median"] > 0
+
+
+def test_the_node_side_never_imports_torch():
+    """The node process keeps everything ROS and leaves torch (hundreds of MB, its thread pools)
+    to the inference process: importing the node, its entry point, the pipeline, the tracker and
+    the proxy loads no torch."""
+    code = ("import sys\n"
+            "import stamp_ros.run_node, stamp_ros.ros.node, stamp_ros.ros.pipeline\n"
+            "import stamp_ros.ros.tracking, stamp_ros.inference.proxy, stamp_ros.inference.pool\n"
+            "loaded = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO), timeout=300)
