@@ -37,9 +37,10 @@ from stamp_ros.ros.worker import Job
 from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame
 
 GIL_SWITCH_INTERVAL_S = 0.001
-"""The tracking thread runs beside the inference thread in one Python process: each of its
-OpenCV calls releases the GIL, and getting it back from a thread busy in Python takes up to
-the interpreter's switch interval (5 ms by default), several times per frame."""
+"""The tracking thread shares the node's Python process with the executor (intake, calls) and
+the consumer threads that feed the inference processes: each of its OpenCV calls releases the
+GIL, and getting it back from a thread busy in Python takes up to the interpreter's switch
+interval (5 ms by default), several times per frame."""
 
 
 def tune_process_for_tracking() -> None:
@@ -48,11 +49,14 @@ def tune_process_for_tracking() -> None:
     30 Hz on the 2-core machine): the GIL switch interval at 1 ms (step p50 6.3 -> 2.5 ms), and
     OpenCV on one thread, since its worker threads only compete with torch's for the cores
     (tracks added latency p90 13.6 ms vs 29.8 ms with two OpenCV threads, and the model
-    answered 11.1 vs 8.6 times a second). The node's other OpenCV work (colour conversion,
-    JPEG decoding, the overlay) is small per frame."""
+    answered 11.1 vs 8.6 times a second). Both were measured while the model still ran in the
+    node's process; they cost nothing now that it runs in its own. The node's other OpenCV work
+    (colour conversion, JPEG decoding, the overlay) is small per frame."""
     if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     cv2.setNumThreads(1)
+
+
 REFRESH_LOG_S = 5.0
 """Requests for a fresh answer (per camera) and tracking failures are logged at most this
 often."""
