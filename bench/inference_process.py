@@ -28,7 +28,6 @@ Usage (the numbers are only comparable on an idle machine; the load is recorded)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -46,7 +45,6 @@ if "--memory-child" not in sys.argv:  # the child imports the checkout under tes
     sys.path.insert(0, str(ROOT))
 PEER = ROOT / "test" / "peers" / "stream_peer.py"
 SMALL_PIXELS = 16 * 28 * 28
-STATS_RE = re.compile(r"stats: (.*)")
 STATS_PERIOD = 2.0
 
 
@@ -209,26 +207,6 @@ def bench_memory(mid: Path, env: dict[str, str], root: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------ intake
-def parse_stats(text: str) -> list[dict[str, float]]:
-    windows = []
-    for match in STATS_RE.finditer(text):
-        values = {}
-        for item in match.group(1).split(", "):
-            key, _, value = item.partition("=")
-            with contextlib.suppress(ValueError):
-                values[key] = float(value)
-        windows.append(values)
-    return windows
-
-
-def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"no {text!r}:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-
-
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU seconds used so far by a process and by all its descendants."""
     import psutil
@@ -248,6 +226,7 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
                  infer: bool = True, extra_env: dict[str, str] | None = None,
                  nice: int | None = None) -> dict:
     from domain_coordinator import domain_id
+    from transport import parse_stats, wait_for  # bench/transport.py, beside this script
 
     from stamp_ros.dds_profile import large_image_env
 

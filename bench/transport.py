@@ -99,7 +99,7 @@ def run_case(receiver: str, stream: dict, profile: bool, seconds: float, checkpo
                                               stderr=subprocess.STDOUT, cwd=ROOT,
                                               start_new_session=True))
             if receiver == "node":  # stream once the model is loaded and warmed up
-                _wait_for(logs["receiver"], "warm-up done", procs[0], timeout=180)
+                wait_for(logs["receiver"], "warm-up done", procs[0], timeout=180)
             with logs["peer"].open("w") as out:
                 procs.append(subprocess.Popen(peer_args, env=env, stdout=out,
                                               stderr=subprocess.STDOUT, cwd=ROOT,
@@ -184,7 +184,8 @@ def main() -> int:
     return 0
 
 
-def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
+def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Until ``text`` is in the process's log; raises with the log's tail if it ends first."""
     deadline = time.monotonic() + timeout
     while text not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from feature_helpers import diag_values, wait_diag
 from node_harness import image_msg, make_frame, start_node
 
 pytestmark = pytest.mark.ros
@@ -116,20 +117,6 @@ def test_depth_gives_3d_fields_points_and_markers(processes, ros_client, checkpo
     assert Marker.SPHERE in kinds and Marker.CUBE in kinds and Marker.TEXT_VIEW_FACING in kinds
 
 
-def _diag_values(arr) -> dict[str, str]:
-    return {kv.key: kv.value for kv in arr.status[0].values}
-
-
-def _wait_diag(diags, what: str, predicate, timeout: float = 60.0) -> dict[str, str]:
-    """The values of the first /diagnostics report received for which ``predicate`` holds."""
-    try:
-        hit = diags.wait_for(1, timeout=timeout, where=lambda a: predicate(_diag_values(a)))
-    except TimeoutError:
-        last = _diag_values(diags.messages[-1]) if diags.messages else {}
-        raise AssertionError(f"no /diagnostics report with {what}; last: {last}") from None
-    return _diag_values(hit[0])
-
-
 def test_diagnostics_values_follow_the_traffic(processes, ros_client, checkpoint):
     """Not only the keys: the rates, the latency percentiles and the count of refused requests
     move with what the node is sent, and fall back when the traffic stops."""
@@ -144,7 +131,7 @@ def test_diagnostics_values_follow_the_traffic(processes, ros_client, checkpoint
     results = ros_client.subscribe(Segmentation, "/stamp_node/result", ros_client.reliable(50))
     proc = start_node(processes, ros_client, checkpoint, stats_period=0.5, max_pending=1,
                       frame_timeout=2.0)
-    idle = _wait_diag(diags, "an idle report", lambda v: True)
+    idle = wait_diag(diags, "an idle report", lambda v: True)
     for key in ("input_rate_hz", "result_rate_hz", "queue_depth", "dropped_frames",
                 "rejected_requests", "latency_p50_ms", "latency_p90_ms", "last_error"):
         assert key in idle, key
@@ -168,21 +155,21 @@ def test_diagnostics_values_follow_the_traffic(processes, ros_client, checkpoint
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
     try:
-        _wait_diag(diags, "input_rate_hz > 0 while frames stream",
+        wait_diag(diags, "input_rate_hz > 0 while frames stream",
                    lambda v: float(v["input_rate_hz"]) > 0)
         req = Segment.Request()
         req.query = "segment the square"
         for _ in range(3):
             res = ros_client.call(Segment, "/stamp_node/segment", req, timeout=120).result
             assert res.success, res.error
-        busy = _wait_diag(diags, "result_rate_hz > 0 and latencies after results",
+        busy = wait_diag(diags, "result_rate_hz > 0 and latencies after results",
                           lambda v: float(v["result_rate_hz"]) > 0)
         assert float(busy["latency_p50_ms"]) > 0, busy
         assert float(busy["latency_p90_ms"]) >= float(busy["latency_p50_ms"]), busy
     finally:
         stop.set()
         streamer.join(timeout=10)
-    _wait_diag(diags, "input_rate_hz back to 0 once the stream stopped",
+    wait_diag(diags, "input_rate_hz back to 0 once the stream stopped",
                lambda v: float(v["input_rate_hz"]) == 0.0)
 
     # Refusals: no frame younger than max_frame_age 0 will come, so the first query holds the
@@ -196,10 +183,10 @@ def test_diagnostics_values_follow_the_traffic(processes, ros_client, checkpoint
     full = [r for r in answered if "queue full" in r.error]
     assert 3 <= len(full) <= 4, [r.error for r in answered]
     assert all(not r.success for r in answered)
-    _wait_diag(diags, f"rejected_requests {len(full)}",
+    wait_diag(diags, f"rejected_requests {len(full)}",
                lambda v: v["rejected_requests"] == str(len(full)))
     warn = diags.wait_for(1, timeout=30, where=lambda a: a.status[0].level == DiagnosticStatus.WARN)
-    values = _diag_values(warn[0])
+    values = diag_values(warn[0])
     assert int(values["errors"]) > 0 and values["last_error"], values
 
 

@@ -62,6 +62,10 @@ from stamp_ros.srv import Segment, Track
 
 OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray,
                                   Segmentation), strict=True))
+QUERY_HISTORY_DEPTH = 1000
+"""Plain-text queries kept in the ``query`` subscription until the executor takes them: 100 s
+of queries at 10 Hz, a few kB in all, so none is lost while a lifecycle transition holds the
+executor (a depth of 100 lost queries in a 10-s activate at 10 Hz, test_robustness.py)."""
 ACTION_RESULT_TIMEOUT_S = 60
 """How long a finished goal's result stays retrievable (Kilted's default is 10 s, Jazzy's 900 s):
 long enough for a slow planner, short enough that results carrying full-size masks do not pile
@@ -146,9 +150,11 @@ class StampNode(LifecycleNode):
         request_group = MutuallyExclusiveCallbackGroup()
         call_group = ReentrantCallbackGroup()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        # Queries are tiny and each one is owed an answer: keep many; results come in bursts
-        # (a deactivate answers every waiting request at once), so keep more than max_pending.
-        queries_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        # Queries are tiny and each one is owed an answer: keep every one that arrives while
+        # the executor is held (activate waits for the inference process to load: ~10 s for
+        # the tiny test model on 2 busy cores, far longer for a real one). Results come in
+        # bursts (a deactivate answers every waiting request at once): more than max_pending.
+        queries_qos = QoSProfile(depth=QUERY_HISTORY_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
         results_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         calls_qos = QoSProfile(depth=request_history_depth(int(self._param("max_pending"))),
                                reliability=ReliabilityPolicy.RELIABLE)
