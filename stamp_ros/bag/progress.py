@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Progress", "ProgressLine", "format_duration"]
 
 
 def format_duration(seconds: float) -> str:
@@ -19,13 +19,11 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-class Progress:
-    """Frames done / total, rate and ETA.
-
-    On a terminal the bar is redrawn in place at most 10 times a second; otherwise (CI logs,
-    pipes) a full line is written for the first frame and then at most every ``interval``
-    seconds, so logs stay short and a supervisor can still tell the run is alive.
-    """
+class ProgressLine:
+    """One progress line on ``stream``: redrawn in place on a terminal at most 10 times a
+    second; otherwise (CI logs, pipes) written as a full line at most every ``interval``
+    seconds, so logs stay short and a supervisor can still tell the run is alive. What the line
+    says is the subclass's (:class:`Progress` for frames, ``stamp-ros eval``'s for samples)."""
 
     def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool = True,
                  interval: float = 1.0, width: int = 24) -> None:
@@ -39,30 +37,18 @@ class Progress:
         self._last = -1e9
         self._drawn = False
 
-    def line(self, done: int, errors: int = 0) -> str:
-        elapsed = max(1e-9, time.monotonic() - self.start)
-        rate = done / elapsed
-        total = max(self.total, done)
-        parts = [f"{done}/{total} frames"]
-        if self.tty and total:
-            filled = int(self.width * done / total)
-            parts.insert(0, "[" + "#" * filled + "." * (self.width - filled) + "]")
-        parts.append(f"{rate:.2f} fps")
-        if errors:
-            parts.append(f"{errors} errors")
-        if rate > 0 and total > done:
-            parts.append(f"ETA {format_duration((total - done) / rate)}")
-        parts.append(f"elapsed {format_duration(elapsed)}")
-        return "progress: " + " ".join(parts)
+    def bar(self, done: int, total: int) -> str:
+        filled = int(self.width * done / total)
+        return "[" + "#" * filled + "." * (self.width - filled) + "]"
 
-    def update(self, done: int, errors: int = 0, *, force: bool = False) -> None:
+    def draw(self, text: str, *, force: bool = False) -> None:
+        """Show ``text`` unless the last line is younger than the interval (``force``: always)."""
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and done > 1 and now - self._last < self.interval:
+        if not force and now - self._last < self.interval:
             return
         self._last = now
-        text = self.line(done, errors)
         if self.tty:
             self.stream.write("\r\x1b[2K" + text)
             self._drawn = True
@@ -76,3 +62,26 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+class Progress(ProgressLine):
+    """Frames done / total, rate and ETA (the first frame is always shown)."""
+
+    def line(self, done: int, errors: int = 0) -> str:
+        elapsed = max(1e-9, time.monotonic() - self.start)
+        rate = done / elapsed
+        total = max(self.total, done)
+        parts = [f"{done}/{total} frames"]
+        if self.tty and total:
+            parts.insert(0, self.bar(done, total))
+        parts.append(f"{rate:.2f} fps")
+        if errors:
+            parts.append(f"{errors} errors")
+        if rate > 0 and total > done:
+            parts.append(f"ETA {format_duration((total - done) / rate)}")
+        parts.append(f"elapsed {format_duration(elapsed)}")
+        return "progress: " + " ".join(parts)
+
+    def update(self, done: int, errors: int = 0, *, force: bool = False) -> None:
+        if self.enabled:
+            self.draw(self.line(done, errors), force=force or done <= 1)
