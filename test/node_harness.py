@@ -55,24 +55,31 @@ def image_msg(rgb: np.ndarray, stamp_sec: int = 1234, frame_id: str = "cam",
     return msg
 
 
-def wait_ready(client, processes, proc, timeout: float = 120.0) -> None:
+def wait_ready(client, processes, proc, timeout: float = 300.0) -> None:
     """The node is ready when its service answers (it is created once configured) and its
-    lifecycle state is active."""
+    lifecycle state is active. One GetState client is asked again and again: the node drops a
+    response to a client whose reader it has not matched yet, and on a slow machine a fresh
+    client per attempt can lose every answer."""
     from lifecycle_msgs.srv import GetState
+    from ros_client import wait_future
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError("node exited early:\n" + processes.output(proc)[-4000:])
-        try:
-            state = client.call(GetState, "/stamp_node/get_state", GetState.Request(), timeout=5)
-            if state.current_state.label == "active":
-                return
-        except TimeoutError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("node not active in time:\n" + processes.output(proc)[-4000:])
-
+    get_state = client.node.create_client(GetState, "/stamp_node/get_state")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError("node exited early:\n" + processes.output(proc)[-4000:])
+            if get_state.wait_for_service(timeout_sec=1.0):
+                try:
+                    state = wait_future(get_state.call_async(GetState.Request()), 5.0)
+                    if state.current_state.label == "active":
+                        return
+                except TimeoutError:
+                    pass
+            time.sleep(0.2)  # between polls of the node's state, not a synchronisation
+        raise AssertionError("node not active in time:\n" + processes.output(proc)[-4000:])
+    finally:
+        client.node.destroy_client(get_state)
 
 
 def start_node(processes, ros_client, checkpoint: str | Path, env: dict[str, str] | None = None,
