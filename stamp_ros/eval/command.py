@@ -257,7 +257,9 @@ def _run(args: argparse.Namespace, names: list[str], splits: list) -> int:
     done = load_records(out_dir, fingerprint) if out_dir.exists() else {}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
+        # One probe per process: torchrun's ranks check the same directory at once, and a
+        # shared name let one rank unlink the other's probe (ENOENT, the run failed).
+        probe = out_dir / f".write-test-{os.getpid()}"
         probe.touch()
         probe.unlink()
     except OSError as exc:
