@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -51,6 +50,8 @@ class RosClient:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._clients: dict[tuple[type, str], Any] = {}
+        self._clients_lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -88,16 +89,24 @@ class RosClient:
             time.sleep(0.05)
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float = 60.0) -> Any:
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} not available after {timeout} s")
-            return _wait_future(client.call_async(request), timeout)
-        finally:
-            self.node.destroy_client(client)
+        """Call a service through one client per (type, name), kept for the next call: a
+        fresh client per call would be a new endpoint each time, and the node drops an answer
+        to a client it has not matched yet (the call would never return)."""
+        with self._clients_lock:
+            client = self._clients.get((srv_type, name))
+            if client is None:
+                client = self._clients[(srv_type, name)] = self.node.create_client(srv_type,
+                                                                                   name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} not available after {timeout} s")
+        return _wait_future(client.call_async(request), timeout)
 
-    def action_client(self, action_type: type, name: str) -> ActionClient:
-        return ActionClient(self.node, action_type, name)
+    def action_client(self, action_type: type, name: str) -> Any:
+        """An action client safe to call from the test thread while ``_spin`` takes answers
+        (rclpy's own loses answers to that race on Jazzy: see ThreadSafeActionClient)."""
+        from stamp_ros.client.action_client import ThreadSafeActionClient
+
+        return ThreadSafeActionClient(self.node, action_type, name)
 
     def close(self) -> None:
         try:

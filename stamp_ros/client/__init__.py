@@ -21,6 +21,7 @@ __all__ = [
     "StampClientError",
     "StampTimeout",
     "StampUnavailable",
+    "ThreadSafeActionClient",
     "TrackingSession",
 ]
 
@@ -34,6 +35,10 @@ def __getattr__(name: str) -> Any:
         from stamp_ros.client.task import SegmentTask
 
         return SegmentTask
+    if name == "ThreadSafeActionClient":
+        from stamp_ros.client.action_client import ThreadSafeActionClient
+
+        return ThreadSafeActionClient
     if name == "TrackingSession":
         from stamp_ros.client.tracking import TrackingSession
 
