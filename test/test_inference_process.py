@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +329,104 @@ def test_kill_9_during_decoding_and_while_idle(long_checkpoint):
         assert proc.restarts == 2
     finally:
         proc.close()
+
+
+# ------------------------------------------------------------------ the process hangs
+STALL_S = 5.0
+"""The tests' inference_stall_timeout: a tiny model reports far more often (every stage, every
+token or at least every second), so only a real hang stays silent this long."""
+
+
+def test_a_hanging_process_is_killed_answers_its_calls_and_is_restarted(checkpoint):
+    """[[hang]] blocks the process for good at the mask stage, silent: the running call and
+    the one queued behind it get the stall reason, the process is killed and restarted, and
+    the next call is served by the new one."""
+    events = Events()
+    proc = InferenceProcess(spec(checkpoint, warmup=False), env=fault_env(), listener=events,
+                            stall_timeout=STALL_S)
+    proc.start()
+    try:
+        first = psutil.Process(proc.pid)
+        errors: list[BaseException] = []
+
+        def call(query: str) -> None:
+            try:
+                proc.segment(make_frame(96, 64), query)
+            except BaseException as exc:
+                errors.append(exc)
+
+        decoding = threading.Event()
+
+        def hang() -> None:
+            try:
+                proc.segment(make_frame(96, 64), "[[hang]] segment the square",
+                             progress=lambda stage, _t: stage == "decode" and decoding.set())
+            except BaseException as exc:
+                errors.append(exc)
+
+        hung = threading.Thread(target=hang)
+        hung.start()
+        assert decoding.wait(120), "the first call never started decoding"
+        queued = threading.Thread(target=call, args=("segment the square",))
+        queued.start()
+        for thread in (hung, queued):
+            thread.join(120)
+            assert not thread.is_alive(), "a call to a hung process never returned"
+        assert len(errors) == 2
+        for exc in errors:
+            assert isinstance(exc, InferenceProcessDied)
+            assert str(exc).startswith("inference process stalled: no sign of life for ")
+            assert str(exc).endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it, "
+                                     "restarting")
+        ((reason, restarting),) = events.wait("down")
+        assert reason == str(errors[0]) and restarting
+        first.wait(60)  # killed, not left behind
+        res = proc.segment(make_frame(96, 64), "segment the square")
+        assert res.instances and proc.pid != first.pid
+        assert proc.restarts == 1 and proc.last_failure == reason
+    finally:
+        proc.close()
+
+
+def test_a_request_without_progress_still_shows_the_process_alive(long_checkpoint):
+    """A caller that asked for no progress gets none, but the process still tells the node at
+    every stage and while decoding that it is alive (what the stall watch listens to)."""
+    from stamp_ros.inference.protocol import Progress
+
+    proc = InferenceProcess(spec(long_checkpoint, max_new_tokens=LONG_WORDS + 20,
+                                 warmup=False), stall_timeout=STALL_S)
+    heard: list[Any] = []
+    dispatch = proc._dispatch
+    proc._dispatch = lambda msg: (heard.append(msg), dispatch(msg))  # the real pipe traffic
+    proc.start()
+    try:
+        res = proc.segment(make_frame(96, 64), "segment")
+        assert res.text.endswith(f"w{LONG_WORDS - 1}") and proc.restarts == 0
+    finally:
+        proc.close()
+    stages = [m.stage for m in heard if isinstance(m, Progress)]
+    assert stages and all(m.text == "" for m in heard if isinstance(m, Progress))
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == \
+        ["preprocess", "vision", "prefill", "decode", "mask", "postprocess", "done"]
+
+
+def test_heartbeats_report_every_stage_and_throttle_decoding():
+    from stamp_ros.inference.process import HEARTBEAT_S, heartbeat
+    from stamp_ros.inference.protocol import Progress
+
+    sent: list[Any] = []
+    beat = heartbeat(sent.append, 7)
+    t0 = time.monotonic()
+    for stage in ("preprocess", "prefill"):
+        beat(stage, "")
+    for i in range(2000):
+        beat("decode", f"w{i}")
+    beat("mask", "the answer")
+    elapsed = time.monotonic() - t0
+    stages = [m.stage for m in sent]
+    assert all(isinstance(m, Progress) and m.rid == 7 and m.text == "" for m in sent)
+    assert stages[:3] == ["preprocess", "prefill", "decode"] and stages[-1] == "mask"
+    assert stages.count("decode") <= 1 + elapsed / HEARTBEAT_S
 
 
 def test_a_model_that_cannot_load_is_an_error_and_no_process(tmp_path):

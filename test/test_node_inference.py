@@ -113,6 +113,56 @@ def test_kill_9_of_the_inference_process_answers_every_call_and_the_node_restart
     assert f"pid {model.pid}): {DIED}" in out and "serves again after restart 1" in out
 
 
+def test_a_frozen_inference_process_is_killed_and_every_call_answered(
+        processes, ros_client, long_checkpoint):
+    """SIGSTOP of the inference process while a goal decodes and a call waits behind it (the
+    process lives on, silent: a hang as the node sees it). With inference_stall_timeout set
+    live to 5 s, both are answered with the stall reason, the process is killed and replaced,
+    and the next goal succeeds."""
+    import psutil
+    from action_msgs.msg import GoalStatus
+    from diagnostic_msgs.msg import DiagnosticArray
+    from ros_client import wait_future
+    from stamp_ros.srv import Segment
+
+    diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
+    node = start_node(processes, ros_client, long_checkpoint, max_new_tokens=LONG_WORDS + 50,
+                      stats_period=0.5)
+    set_ok(ros_client, inference_stall_timeout=5.0)  # live: the model stays loaded
+    (model,) = inference_processes(node.pid)
+    action = ready_action_client(ros_client)
+    service = ready_service_client(ros_client)
+
+    decoding = threading.Event()
+    running = wait_future(action.send_goal_async(
+        goal(1), feedback_callback=lambda m: m.feedback.stage == "decode" and decoding.set()),
+        60)
+    assert decoding.wait(120), "no decode feedback"
+    req = Segment.Request(query="segment the square", request_id="queued")
+    req.image = inline(stamp_sec=10)
+    queued = service.call_async(req)
+    wait_diag(diags, "queue_depth 1", lambda v: v["queue_depth"] == "1")
+    model.suspend()
+
+    result = wait_future(running.get_result_async(), 120)
+    assert result.status == GoalStatus.STATUS_ABORTED
+    error = result.result.result.error
+    assert error.startswith("inference process stalled: no sign of life for "), error
+    assert error.endswith("(inference_stall_timeout 5 s); killed it, restarting"), error
+    res = wait_future(queued, 60).result
+    assert not res.success and res.error == error and res.request_id == "queued"
+    model.wait(60)  # killed while stopped (the node reaps it; raises if it lives on)
+    values = wait_diag(diags, "the restart", lambda v: v["inference_restarts"] == "1")
+    assert values["inference_last_failure"] == error
+
+    again = wait_future(action.send_goal_async(goal(3)), 60)
+    final = wait_future(again.get_result_async(), 300)
+    assert final.status == GoalStatus.STATUS_SUCCEEDED, final.result.result.error
+    (new_model,) = inference_processes(node.pid)
+    assert new_model.pid != model.pid and not psutil.pid_exists(model.pid)
+    assert node.poll() is None
+
+
 def test_two_inference_processes_answer_two_cameras_at_the_same_time(
         processes, ros_client, long_checkpoint):
     """devices [cpu, cpu]: a goal per camera; each one's decoding starts before the other's

@@ -10,6 +10,8 @@ recovery paths:
   died: signal 9 ...", restarts it and serves the next request);
 * ``[[abort]]``: ``os.abort()`` (SIGABRT, like an assertion in a native extension);
 * ``[[exit]]``: ``os._exit(3)`` (an extension calling exit()).
+* ``[[hang]]``: the process blocks for good, silent (a deadlocked kernel or driver call): the
+  node kills it after ``inference_stall_timeout`` and restarts it.
 
 The process inherits the variable from the node, so setting it for the node is enough.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 
 Progress = Callable[[str, str], None]
@@ -39,6 +42,8 @@ def _fail(query: str) -> None:
         os.abort()
     if "[[exit]]" in query:
         os._exit(3)
+    if "[[hang]]" in query:
+        threading.Event().wait()
 
 
 def inject(query: str, progress: Progress | None) -> Progress | None:

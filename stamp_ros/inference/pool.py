@@ -41,7 +41,7 @@ class InferencePool:
 
     def __init__(self, spec: LoadSpec, devices: Sequence[str], threads: int = 0,
                  listener: ProcessListener | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, stall_timeout: float = 0.0) -> None:
         if not devices:
             raise ValueError("an inference pool needs at least one device")
         budget = thread_budget(threads, len(devices))
@@ -52,7 +52,7 @@ class InferencePool:
         self._lock = threading.Lock()
         self.processes = [
             InferenceProcess(spec.with_device(device, budget), label=str(i),
-                             listener=listener, env=env)
+                             listener=listener, env=env, stall_timeout=stall_timeout)
             for i, device in enumerate(self.devices)]
 
     def start(self, timeout: float | None = None) -> float:

@@ -23,7 +23,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 from stamp_ros.inference import faults
 from stamp_ros.inference.errors import describe_failure
@@ -68,6 +70,25 @@ def _free_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+HEARTBEAT_S = 1.0
+"""Longest gap between two signs of life while a request that asked for no progress runs."""
+
+
+def heartbeat(send: Callable[[Any], None], rid: int) -> Callable[[str, str], None]:
+    """The progress callback of a request whose caller wants no progress: a text-less
+    :class:`Progress` at every stage and at most every :data:`HEARTBEAT_S` while decoding, so
+    the node can tell a busy process from a hung one (``inference_stall_timeout``)."""
+    last = [float("-inf"), ""]
+
+    def beat(stage: str, _text: str) -> None:
+        t = time.monotonic()
+        if stage != last[1] or t - last[0] >= HEARTBEAT_S:
+            last[0], last[1] = t, stage
+            send(Progress(rid, stage, ""))
+
+    return beat
+
+
 class Server:
     """The request loop around one loaded segmenter."""
 
@@ -109,7 +130,7 @@ class Server:
         image = req.inline_image if req.inline_image is not None else frame_view(buf, req.shape)
         send = self.conn.send
         report = (lambda stage, text: send(Progress(req.rid, stage, text))) if req.progress \
-            else None
+            else heartbeat(send, req.rid)
         t0 = time.perf_counter()
         try:
             result = seg.segment(

@@ -15,6 +15,12 @@ answers what waits for it), answers every call the process owed with
 and starts a new process with the same :class:`LoadSpec`. Calls made while it loads wait for it.
 A process that dies (or fails) while loading is not started again: the listener hears that it
 is down for good, with the reason, until the owner closes it and starts anew.
+
+A process that *hangs* (a deadlocked kernel or driver call) would leave its calls waiting for
+ever. While it owes an answer it is never silent for long (it sends progress, or a heartbeat
+when the caller asked for none, see ``process.heartbeat``), so when :attr:`stall_timeout` is
+set and nothing has come for that long, a waiting call kills it: the crash path above then
+answers every call it owed ("inference process stalled: ...; restarting") and restarts it.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ log = logging.getLogger("stamp_ros.inference")
 CANCEL_POLL_S = 0.05
 """How often a waiting call asks its ``should_cancel`` between progress messages (a cancel
 then reaches the process within this plus the engine's 4 decode steps)."""
+STALL_POLL_S = 0.5
+"""How often a waiting call checks whether its process has gone silent (``stall_timeout``)."""
 STOP_TIMEOUT_S = 10.0
 """How long :meth:`InferenceProcess.close` lets the process finish before SIGTERM/SIGKILL."""
 
@@ -111,13 +119,16 @@ class InferenceProcess:
 
     def __init__(self, spec: LoadSpec, *, label: str = "0",
                  listener: ProcessListener | None = None, slots: int = 2,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, stall_timeout: float = 0.0) -> None:
         self.spec = spec
         self.label = label
         self.listener = listener
         self.max_new_tokens = spec.max_new_tokens
         self.mask_upsample = spec.mask_upsample
         self.system_prompt = spec.system_prompt
+        self.stall_timeout = stall_timeout
+        """Seconds the process may stay silent while it owes an answer before it is killed and
+        restarted (0: never). Live, like the settings above."""
         self._env = env
         self._ring = SlotRing(slots, prefix=f"stamp_ros_{os.getpid()}_{label}")
         self._cond = threading.Condition()
@@ -131,6 +142,9 @@ class InferenceProcess:
         self._lifeline = -1
         self._reader: threading.Thread | None = None
         self._load_error = ""
+        self._last_heard = time.monotonic()
+        self._warming = False
+        self._stall_reason = ""
         self.pid: int | None = None
         self.device = spec.device
         self.threads = 0
@@ -187,7 +201,8 @@ class InferenceProcess:
         conn.send(self.spec)
         self._generation += 1
         self._proc, self._conn, self._lifeline = proc, conn, life_w
-        self._load_error = ""
+        self._load_error = self._stall_reason = ""
+        self._warming = self.spec.warmup  # the automatic warm-up is not watched for stalls
         self.pid = proc.pid
         self._reader = threading.Thread(
             target=self._read, args=(conn, proc, life_w, self._generation), daemon=True,
@@ -246,6 +261,7 @@ class InferenceProcess:
             self._exited(code, generation)
 
     def _dispatch(self, msg: Any) -> None:
+        self._last_heard = time.monotonic()
         listener = self.listener
         if isinstance(msg, Loaded):
             with self._cond:
@@ -260,6 +276,7 @@ class InferenceProcess:
         elif isinstance(msg, LoadFailed):
             self._load_error = msg.reason
         elif isinstance(msg, WarmedUp) and msg.rid == 0:
+            self._warming = False
             if listener is not None:
                 listener.on_warm(self, msg.times_ms, msg.error)
         else:
@@ -284,7 +301,7 @@ class InferenceProcess:
                 self._state, self.failure = "failed", reason
                 self.last_failure, self.last_failure_at = reason, time.monotonic()
             else:
-                reason = f"inference process died: {how}; restarting"
+                reason = self._stall_reason or f"inference process died: {how}; restarting"
                 self._state, restarting = "restarting", True
                 self.restarts += 1
                 self.last_failure, self.last_failure_at = reason, time.monotonic()
@@ -404,6 +421,8 @@ class InferenceProcess:
             while self._state in ("starting", "restarting"):
                 self._cond.wait()
             self._refuse_if_down_locked()
+            if not self._calls:  # idle until now: the silence that counts starts here
+                self._last_heard = time.monotonic()
             self._calls[req.rid] = call
             conn = self._conn
         try:
@@ -421,12 +440,14 @@ class InferenceProcess:
               should_cancel: Callable[[], bool] | None) -> Any:
         raised: BaseException | None = None
         cancel_sent = False
-        poll = CANCEL_POLL_S if should_cancel is not None else None
         while True:
+            poll = CANCEL_POLL_S if should_cancel is not None else \
+                STALL_POLL_S if self.stall_timeout > 0 else None
             try:
                 event = call.events.get(timeout=poll)
             except queue.Empty:
                 event = None
+                self._kill_if_stalled()
             if isinstance(event, Progress) and progress is not None and raised is None:
                 try:
                     progress(event.stage, event.text)
@@ -447,3 +468,21 @@ class InferenceProcess:
             if isinstance(event, Failed):
                 raise _ERRORS.get(event.kind, EngineError)(event.message)
             return event  # Done or WarmedUp
+
+    def _kill_if_stalled(self) -> None:
+        """Kill the process when it has owed an answer in silence for :attr:`stall_timeout`
+        (the reader thread then answers its calls with the reason and restarts it)."""
+        limit = float(self.stall_timeout)
+        if limit <= 0:
+            return
+        with self._cond:
+            silent = time.monotonic() - self._last_heard
+            if (silent < limit or self._state != "ready" or self._warming
+                    or self._stall_reason or self._proc is None):
+                return
+            self._stall_reason = (
+                f"inference process stalled: no sign of life for {silent:.0f} s "
+                f"(inference_stall_timeout {limit:g} s); killed it, restarting")
+            proc = self._proc
+        log.debug("inference process %s (pid %s): %s", self.label, proc.pid, self._stall_reason)
+        proc.kill()

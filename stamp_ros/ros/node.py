@@ -54,7 +54,7 @@ from stamp_ros.ros.diagnostics import Stats, diagnostic_array, stats_line, statu
 from stamp_ros.ros.input_watch import InputWatch, counted
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.param_descriptors import parameter_descriptor
-from stamp_ros.ros.params import BY_NAME, PARAMS, validate
+from stamp_ros.ros.params import BY_NAME, LIVE_PROCESS_SETTINGS, PARAMS, validate
 from stamp_ros.ros.pipeline import RequestPipeline
 from stamp_ros.ros.tracking import TrackStream
 from stamp_ros.ros.worker import InferenceWorker, Job
@@ -355,6 +355,7 @@ class StampNode(LifecycleNode):
             self._close_pool()
         t0 = time.monotonic()
         pool = InferencePool(spec, devices, threads, listener=self._process_events)
+        self._apply_live_settings(pool)
         pool.start()
         self._pool = pool
         self.get_logger().info(
@@ -364,8 +365,8 @@ class StampNode(LifecycleNode):
 
     def _apply_live_settings(self, pool: InferencePool) -> None:
         for proc in pool.processes:
-            for name in ("system_prompt", "max_new_tokens", "mask_upsample"):
-                setattr(proc, name, self._param(name))
+            for param, attribute in LIVE_PROCESS_SETTINGS.items():
+                setattr(proc, attribute, self._param(param))
 
     # ------------------------------------------------------------------ inference processes
     # Called on the processes' reader threads.
@@ -420,9 +421,9 @@ class StampNode(LifecycleNode):
                     "set it, then activate (the model is reloaded)")
         pool = self._pool
         for param in params:
-            if param.name in ("system_prompt", "max_new_tokens", "mask_upsample"):
+            if param.name in LIVE_PROCESS_SETTINGS:
                 for proc in pool.processes if pool is not None else []:
-                    setattr(proc, param.name, param.value)
+                    setattr(proc, LIVE_PROCESS_SETTINGS[param.name], param.value)
             if param.name == "mode":
                 for camera in self._cameras.values():
                     camera.track("")

@@ -90,6 +90,11 @@ PARAMS: tuple[Param, ...] = (
           "result", min_value=0.0),
     Param("max_pending", 4, "requests that may wait for the model; more are answered with an "
           "error result", min_value=1, max_value=1000, reload=True),
+    Param("inference_stall_timeout", 120.0, "seconds an inference process may stay silent "
+          "while it owes an answer (it reports every stage, and at least every second while "
+          "decoding) before it is killed and restarted and its requests get an error result "
+          "(0 = never); keep it above the longest single forward pass (big model, slow CPU)",
+          min_value=0.0),
     Param("free_on_deactivate", True, "deactivate ends the inference processes, returning "
           "all their memory (GPU included); false keeps the model loaded for a fast activate"),
     Param("cameras", [""], "camera names served by this one model; \"\" = one camera on "
@@ -122,6 +127,13 @@ PARAMS: tuple[Param, ...] = (
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+LIVE_PROCESS_SETTINGS: dict[str, str] = {
+    "system_prompt": "system_prompt", "max_new_tokens": "max_new_tokens",
+    "mask_upsample": "mask_upsample", "inference_stall_timeout": "stall_timeout",
+}
+"""Parameters the inference processes take while loaded: name -> ``InferenceProcess``
+attribute (the node sets them on every process, now and on each change)."""
 
 DEVICE_RE = re.compile(r"^(|auto|cpu|cuda(:\d+)?)$")
 """An entry of ``devices``: "" (the ``device`` parameter), auto, cpu, cuda or cuda:N."""
