@@ -104,9 +104,10 @@ class RosClient:
     def action_client(self, action_type: type, name: str) -> Any:
         """An action client safe to call from the test thread while ``_spin`` takes answers
         (rclpy's own loses answers to that race on Jazzy: see ThreadSafeActionClient)."""
-        from stamp_ros.client.action_client import ThreadSafeActionClient
+        from stamp_ros.client.action_client import FEEDBACK_DEPTH, ThreadSafeActionClient
 
-        return ThreadSafeActionClient(self.node, action_type, name)
+        return ThreadSafeActionClient(self.node, action_type, name,
+                                      feedback_sub_qos_profile=self.reliable(FEEDBACK_DEPTH))
 
     def close(self) -> None:
         try:

@@ -235,10 +235,13 @@ def test_unavailable_node_raises_after_a_short_wait(ros_client):
 
 
 def test_client_spins_a_node_nobody_else_spins(processes, ros_client, checkpoint, plain_node):
+    from stamp_ros.msg import Segmentation
+
     from stamp_ros.client import StampClient, StampTimeout
 
     assert plain_node.executor is None
     node = processes.start(*node_args(checkpoint, frame_timeout=30.0), name="node")
+    results = ros_client.subscribe(Segmentation, "/stamp_node/result")
     client = StampClient(plain_node)
     try:
         try:
@@ -252,6 +255,18 @@ def test_client_spins_a_node_nobody_else_spins(processes, ros_client, checkpoint
         assert res.ok, res.error
         assert [o.mask.shape for o in res.objects] == [(60, 80)] * 2
         assert stages and stages[0] == "queued"
+        # The answer also came on ~/result: that subscription is matched from here on.
+        results.wait_for(1, timeout=CALL_TIMEOUT, where=lambda m: m.request_id == "self-1")
+
+        # Nobody spins the planner's node until the node has written the whole answer: all of
+        # its feedback (more than rclpy's default depth of 10) waits in the subscription, and
+        # the first stage still reaches the callback.
+        early: list[str] = []
+        task = client.segment_async(QUERY, image=make_frame(80, 60), request_id="unspun",
+                                    feedback=lambda f: early.append(f.stage))
+        results.wait_for(1, timeout=CALL_TIMEOUT, where=lambda m: m.request_id == "unspun")
+        assert task.result(timeout=CALL_TIMEOUT).ok
+        assert early and early[0] == "queued", early
 
         # Polling done() is what drives the node here.
         task = client.segment_async(QUERY, image=make_frame(80, 60), request_id="self-2")

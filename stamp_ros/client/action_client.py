@@ -18,6 +18,12 @@ from typing import Any
 
 from rclpy.action import ActionClient
 
+FEEDBACK_DEPTH = 100
+"""History depth of the ~/segment action's feedback on both ends (the node's publisher, the
+client's subscription): one goal sends a feedback per decoded token plus its stages, and with
+rclpy's default of 10 a client that is not spun while the node answers quickly keeps only the
+last 10, losing the first stages (seen in CI: the first stage a client saw was 'decode')."""
+
 
 class ThreadSafeActionClient(ActionClient):
     """An ``rclpy.action.ActionClient`` whose requests may be sent from any thread."""

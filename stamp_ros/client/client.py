@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 from lifecycle_msgs.srv import GetState
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from stamp_ros.action import Segment as SegmentAction
-from stamp_ros.client.action_client import ThreadSafeActionClient
+from stamp_ros.client.action_client import FEEDBACK_DEPTH, ThreadSafeActionClient
 from stamp_ros.client.errors import StampClientError, StampUnavailable
 from stamp_ros.client.result import SegmentFeedback, SegmentResult
 from stamp_ros.client.task import SegmentTask, Waiter
@@ -66,8 +67,10 @@ class StampClient:
         self.action_name = f"{name}/segment"
         self.server_wait = float(server_wait)
         self._group = ReentrantCallbackGroup()
-        self._action = ThreadSafeActionClient(node, SegmentAction, self.action_name,
-                                              callback_group=self._group)
+        self._action = ThreadSafeActionClient(
+            node, SegmentAction, self.action_name, callback_group=self._group,
+            feedback_sub_qos_profile=QoSProfile(depth=FEEDBACK_DEPTH,
+                                                reliability=ReliabilityPolicy.RELIABLE))
         self._state_client: Any = None
         self._track_client: Any = None
         self._waiter = Waiter(node)

@@ -43,6 +43,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from stamp_ros.action import Segment as SegmentAction
+from stamp_ros.client.action_client import FEEDBACK_DEPTH
 from stamp_ros.inference.pool import InferencePool
 from stamp_ros.inference.protocol import LoadSpec
 from stamp_ros.inference.proxy import InferenceProcess
@@ -211,7 +212,8 @@ class StampNode(LifecycleNode):
             goal_service_qos_profile=calls_qos, result_service_qos_profile=calls_qos,
             cancel_service_qos_profile=calls_qos, result_timeout=ACTION_RESULT_TIMEOUT_S,
             # One feedback per decoded token: keep a whole burst, the stages after it included.
-            feedback_pub_qos_profile=QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+            feedback_pub_qos_profile=QoSProfile(depth=FEEDBACK_DEPTH,
+                                                reliability=ReliabilityPolicy.RELIABLE))
         if self._param("stats_period") > 0:
             self._stats_timer = self.create_timer(self._param("stats_period"),
                                                   self._on_stats_timer)
