@@ -160,3 +160,29 @@ def test_cancel_during_decoding_ends_the_goal_within_a_few_steps(
     assert final.status == GoalStatus.STATUS_SUCCEEDED, final.result.result.error
     assert final.result.result.answer.endswith(f"w{LONG_WORDS - 1}")
     assert node.poll() is None
+
+
+def test_a_goal_ends_with_its_result_where_rclpy_takes_one():
+    """Newer rclpy sends the result when the goal ends (so it must be given there), older
+    rclpy takes no argument: end_goal fits both, and the installed rclpy is one of the two."""
+    import inspect
+
+    from rclpy.action.server import ServerGoalHandle
+
+    from stamp_ros.ros.calls import end_goal
+
+    ended: list[tuple[str, Any]] = []
+
+    class Newer:
+        def succeed(self, response: Any = None) -> None:
+            ended.append(("newer", response))
+
+    class Older:
+        def succeed(self) -> None:
+            ended.append(("older", None))
+
+    end_goal(Newer().succeed, "the result")
+    end_goal(Older().succeed, "the result")
+    assert ended == [("newer", "the result"), ("older", None)]
+    for end in (ServerGoalHandle.succeed, ServerGoalHandle.abort, ServerGoalHandle.canceled):
+        assert list(inspect.signature(end).parameters) in (["self"], ["self", "response"])

@@ -9,6 +9,7 @@ worker's capacity is answered at once with a "queue full" error result, never dr
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import time
 from collections.abc import Callable
@@ -24,6 +25,18 @@ from stamp_ros.ros.worker import InferenceWorker, Job
 from stamp_ros.srv import Segment
 
 QUEUE_CANCEL_REASON = "cancelled: cancelled while waiting in the queue"
+
+
+def end_goal(end: Callable[..., None], result: Any) -> None:
+    """Call a goal handle's ``succeed``/``abort``/``canceled`` with the goal's ``result`` where
+    rclpy takes one. Newer rclpy (e.g. Jazzy 7.1.9, ros2/rclpy#1598 and #1617) sends the
+    result as soon as the goal ends, so ending it without one can answer the planner with an
+    empty result before the execute callback returns the real one; older rclpy (the wheels
+    here, Humble) takes no argument and sends what the callback returns."""
+    if "response" in inspect.signature(end).parameters:
+        end(result)
+    else:
+        end()
 
 
 class SegmentCalls:
@@ -114,13 +127,14 @@ class SegmentCalls:
             seg = await self.answer(job)
         finally:
             self._goal_jobs.pop(key, None)
+        result = SegmentAction.Result(result=seg)
         if goal_handle.is_cancel_requested and not seg.success:
-            goal_handle.canceled()
+            end_goal(goal_handle.canceled, result)
         elif seg.success:
-            goal_handle.succeed()
+            end_goal(goal_handle.succeed, result)
         else:
-            goal_handle.abort()
-        return SegmentAction.Result(result=seg)
+            end_goal(goal_handle.abort, result)
+        return result
 
     def on_cancel(self, goal_handle: Any) -> CancelResponse:
         """Accept every cancel; a goal still waiting in the queue is answered right away."""
