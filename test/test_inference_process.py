@@ -217,6 +217,35 @@ def test_slot_ring_lends_grows_and_unlinks():
     assert not any(os.path.exists(f"/dev/shm/{n}") for n in names)
 
 
+def test_a_segment_left_behind_under_a_reused_name_is_not_taken_over(monkeypatch):
+    """A node killed with its resource tracker leaves its segments in /dev/shm, named after its
+    pid; a later node with the same pid must neither fail to start ('File exists', seen in CI)
+    nor take the stale segment over: it picks another name."""
+    import itertools
+    import secrets
+    from multiprocessing import shared_memory
+
+    from stamp_ros.inference import slots
+
+    stale = shared_memory.SharedMemory(name="stamp_ros_test_reuse_0_0_0badc0de", create=True,
+                                       size=4096)
+    try:
+        stale.buf[:4] = b"mine"
+        # The new node's counter starts where the dead one's did, and so would its names.
+        monkeypatch.setattr(slots, "_names", itertools.count())
+        tokens = iter(["0badc0de", "5eed5eed"])
+        monkeypatch.setattr(secrets, "token_hex", lambda _n: next(tokens))
+        ring = SlotRing(1, prefix="stamp_ros_test_reuse")
+        try:
+            assert ring.names == ["stamp_ros_test_reuse_0_1_5eed5eed"]
+        finally:
+            ring.close()
+        assert bytes(stale.buf[:4]) == b"mine"  # untouched, still there
+    finally:
+        stale.close()
+        stale.unlink()
+
+
 # ------------------------------------------------------------------ errors, progress, cancel
 def test_bad_input_is_refused_with_the_engine_words(served, engine):
     for image, query in ((np.zeros((4, 4), np.uint8), "segment"),

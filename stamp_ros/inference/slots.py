@@ -13,7 +13,10 @@ every few decode steps (``StampSegmenter``'s ``should_cancel``), so a cancel nee
 and no thread on the process side.
 
 The node's segments are registered with multiprocessing's resource tracker, which unlinks them
-if the node dies without cleaning up. The process maps them without registering (Python < 3.13
+if the node dies without cleaning up. When the tracker dies with it (a whole process group
+killed), the segments stay behind in /dev/shm under the dead node's pid; pids are reused, so
+every name also carries a random part and a name that exists is never taken over
+(:data:`NAME_ATTEMPTS`). The process maps them without registering (Python < 3.13
 would register an attached segment too and unlink it when the *process* exits, under the node).
 """
 
@@ -23,6 +26,7 @@ import contextlib
 import itertools
 import mmap
 import os
+import secrets
 import threading
 from multiprocessing import shared_memory
 
@@ -35,6 +39,10 @@ HEADER = 64
 DATA_OFFSET = HEADER
 GRANULE = 1 << 20
 """Slots grow in whole MiB, so a camera's frames of one size never resize them again."""
+
+NAME_ATTEMPTS = 8
+"""New random names tried when a segment's name already exists (left behind by a node whose
+pid this one reuses) before giving up."""
 
 _names = itertools.count()
 
@@ -53,8 +61,13 @@ class Slot:
 
     def _create(self, size: int) -> shared_memory.SharedMemory:
         size = -(-max(size, 1) // GRANULE) * GRANULE
-        name = f"{self._prefix}_{self.index}_{next(_names)}"
-        return shared_memory.SharedMemory(name=name, create=True, size=size)
+        for _ in range(NAME_ATTEMPTS - 1):
+            with contextlib.suppress(FileExistsError):
+                return shared_memory.SharedMemory(name=self._new_name(), create=True, size=size)
+        return shared_memory.SharedMemory(name=self._new_name(), create=True, size=size)
+
+    def _new_name(self) -> str:
+        return f"{self._prefix}_{self.index}_{next(_names)}_{secrets.token_hex(4)}"
 
     @property
     def ref(self) -> SlotRef:
