@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from node_harness import image_msg, make_frame, start_node
+from node_harness import (
+    image_msg,
+    make_frame,
+    ready_action_client,
+    ready_service_client,
+    start_node,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -50,13 +56,11 @@ def test_conversation_follows_up_on_its_first_frame_until_moved_or_ended(
     from ros_client import wait_future
     from sensor_msgs.msg import Image
     from stamp_ros.action import Segment as SegmentAction
-    from stamp_ros.srv import Segment
 
     # max_frame_age 0: a request may only use a frame that arrives after it was asked, so which
     # frame a turn used is decided by the test, not by timing.
     node = start_node(processes, ros_client, checkpoint, max_frame_age=0.0, frame_timeout=4.0)
-    service = ros_client.node.create_client(Segment, SRV)
-    assert service.wait_for_service(timeout_sec=60)
+    service = ready_service_client(ros_client, SRV)
     img_pub = ros_client.publisher(Image, "/image")
     ros_client.wait_for_subscribers(img_pub)
 
@@ -84,8 +88,7 @@ def test_conversation_follows_up_on_its_first_frame_until_moved_or_ended(
     assert second.answer == "Here  done" and len(second.instances) == 1
     assert second.frame_age_ms > 0
 
-    action = ros_client.action_client(SegmentAction, SRV)
-    assert action.wait_for_server(timeout_sec=60)
+    action = ready_action_client(ros_client, SRV)
     goal = SegmentAction.Goal(query="and the right one", conversation="c1")
     handle = wait_future(action.send_goal_async(goal), 60)
     third = wait_future(handle.get_result_async(), 60).result.result
@@ -123,12 +126,9 @@ def test_conversation_follows_up_on_its_first_frame_until_moved_or_ended(
 def test_interleaved_conversations_from_two_clients_keep_their_own_turns_and_frames(
         processes, ros_client, checkpoint):
     from ros_client import wait_future
-    from stamp_ros.srv import Segment
 
     node = start_node(processes, ros_client, checkpoint)
-    clients = [ros_client.node.create_client(Segment, SRV) for _ in range(2)]
-    for client in clients:
-        assert client.wait_for_service(timeout_sec=60)
+    clients = [ready_service_client(ros_client, SRV) for _ in range(2)]
     images = {"left": image_msg(make_frame(96, 64, seed=1), stamp_sec=100, frame_id="a"),
               "right": image_msg(make_frame(80, 60, seed=2), stamp_sec=200, frame_id="b")}
     seen: dict[str, list[Any]] = {"left": [], "right": []}
@@ -152,11 +152,9 @@ def test_interleaved_conversations_from_two_clients_keep_their_own_turns_and_fra
 def test_over_long_and_unknown_cases_get_clear_errors_and_the_conversation_survives(
         processes, ros_client, checkpoint):
     from ros_client import wait_future
-    from stamp_ros.srv import Segment
 
     node = start_node(processes, ros_client, checkpoint, conversation_max_turns=2)
-    client = ros_client.node.create_client(Segment, SRV)
-    assert client.wait_for_service(timeout_sec=60)
+    client = ready_service_client(ros_client, SRV)
     frame = image_msg(make_frame(96, 64), stamp_sec=5)
 
     def ask(req: Any) -> Any:

@@ -20,7 +20,7 @@ from feature_helpers import (
     streaming,
     wait_until,
 )
-from node_harness import image_msg, make_frame, start_node, wait_output
+from node_harness import image_msg, make_frame, ready_action_client, start_node, wait_output
 
 pytestmark = pytest.mark.ros
 
@@ -318,8 +318,7 @@ def test_action_camera_field_and_max_pending_shared_by_cameras(processes, ros_cl
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(100))
     start_node(processes, ros_client, checkpoint, cameras="['front', 'wrist']", max_pending=1,
                frame_timeout=120.0, stats_period=0.2)
-    client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert client.wait_for_server(timeout_sec=60)
+    client = ready_action_client(ros_client)
     feedback: dict[str, list[str]] = {}
 
     def send(camera: str, name: str):
@@ -372,8 +371,7 @@ def test_empty_camera_field_means_the_first_camera(processes, ros_client, checkp
     start_node(processes, ros_client, checkpoint, cameras="['front', 'wrist']",
                frame_timeout=60.0)
     segment = Caller(ros_client)
-    client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert client.wait_for_server(timeout_sec=60)
+    client = ready_action_client(ros_client)
     front = ros_client.publisher(Image, "/front/image")
     ros_client.wait_for_subscribers(front)
     goal = SegmentAction.Goal()

@@ -29,6 +29,7 @@ import pytest
 from node_harness import (
     image_msg,
     make_frame,
+    ready_action_client,
     rss_mb,
     start_node,
     wait_output,
@@ -611,8 +612,7 @@ def test_injected_engine_faults_fail_one_request_only(processes, ros_client, che
         res = ask_on_frame(results, img_pub, query_pub,
                            image_msg(make_frame(96, 64), stamp_sec=12), query)
         assert res.success == ("[[" not in query), (query, res.error)
-    client = ros_client.action_client(SegmentAction, "/stamp_node/segment")
-    assert client.wait_for_server(timeout_sec=30)
+    client = ready_action_client(ros_client)
     for query, status in (("[[oom]] segment", GoalStatus.STATUS_ABORTED),
                           ("segment the square", GoalStatus.STATUS_SUCCEEDED)):
         goal = SegmentAction.Goal()
