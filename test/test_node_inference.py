@@ -56,6 +56,29 @@ def goal(stamp_sec: int, camera: str = "") -> Any:
     return g
 
 
+def decoding_with_queue(ros_client, diags, queued: int) -> tuple[Any, Any, list[Any]]:
+    """A goal that is decoding and ``queued`` service calls waiting behind it for the only
+    inference process: the action client (matched, for later goals), the goal's handle and
+    the calls' futures (ids queued-N, stamps 10+N)."""
+    from ros_client import wait_future
+    from stamp_ros.srv import Segment
+
+    action = ready_action_client(ros_client)
+    service = ready_service_client(ros_client)
+    decoding = threading.Event()
+    running = wait_future(action.send_goal_async(
+        goal(1), feedback_callback=lambda m: m.feedback.stage == "decode" and decoding.set()),
+        60)
+    assert decoding.wait(120), "no decode feedback"
+    calls = []
+    for i in range(queued):
+        req = Segment.Request(query="segment the square", request_id=f"queued-{i}")
+        req.image = inline(stamp_sec=10 + i)
+        calls.append(service.call_async(req))
+    wait_diag(diags, f"queue_depth {queued}", lambda v: v["queue_depth"] == str(queued))
+    return action, running, calls
+
+
 def test_kill_9_of_the_inference_process_answers_every_call_and_the_node_restarts_it(
         processes, ros_client, long_checkpoint):
     """A goal decoding, two service calls queued behind it; kill -9 of the inference process:
@@ -64,28 +87,14 @@ def test_kill_9_of_the_inference_process_answers_every_call_and_the_node_restart
     from action_msgs.msg import GoalStatus
     from diagnostic_msgs.msg import DiagnosticArray
     from ros_client import wait_future
-    from stamp_ros.srv import Segment
 
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
     node = start_node(processes, ros_client, long_checkpoint, max_new_tokens=LONG_WORDS + 50,
                       stats_period=0.5)
     (model,) = inference_processes(node.pid)
     assert model.nice() == 10  # inference_nice: the node's intake goes first
-    action = ready_action_client(ros_client)
-    service = ready_service_client(ros_client)
-
-    decoding = threading.Event()
-    running = wait_future(action.send_goal_async(
-        goal(1), feedback_callback=lambda m: m.feedback.stage == "decode" and decoding.set()),
-        60)
-    assert decoding.wait(120), "no decode feedback"
-    queued = []
-    for i in range(2):
-        req = Segment.Request(query="segment the square", request_id=f"queued-{i}")
-        req.image = inline(stamp_sec=10 + i)
-        queued.append(service.call_async(req))
-    # Both wait while the goal holds the only process: the kill lands during a request.
-    wait_diag(diags, "queue_depth 2", lambda v: v["queue_depth"] == "2")
+    # Both calls wait while the goal holds the only process: the kill lands during a request.
+    action, running, queued = decoding_with_queue(ros_client, diags, 2)
     model.kill()
 
     result = wait_future(running.get_result_async(), 60)
@@ -123,25 +132,13 @@ def test_a_frozen_inference_process_is_killed_and_every_call_answered(
     from action_msgs.msg import GoalStatus
     from diagnostic_msgs.msg import DiagnosticArray
     from ros_client import wait_future
-    from stamp_ros.srv import Segment
 
     diags = ros_client.subscribe(DiagnosticArray, "/diagnostics", ros_client.reliable(500))
     node = start_node(processes, ros_client, long_checkpoint, max_new_tokens=LONG_WORDS + 50,
                       stats_period=0.5)
     set_ok(ros_client, inference_stall_timeout=5.0)  # live: the model stays loaded
     (model,) = inference_processes(node.pid)
-    action = ready_action_client(ros_client)
-    service = ready_service_client(ros_client)
-
-    decoding = threading.Event()
-    running = wait_future(action.send_goal_async(
-        goal(1), feedback_callback=lambda m: m.feedback.stage == "decode" and decoding.set()),
-        60)
-    assert decoding.wait(120), "no decode feedback"
-    req = Segment.Request(query="segment the square", request_id="queued")
-    req.image = inline(stamp_sec=10)
-    queued = service.call_async(req)
-    wait_diag(diags, "queue_depth 1", lambda v: v["queue_depth"] == "1")
+    action, running, (queued,) = decoding_with_queue(ros_client, diags, 1)
     model.suspend()
 
     result = wait_future(running.get_result_async(), 120)
@@ -150,7 +147,7 @@ def test_a_frozen_inference_process_is_killed_and_every_call_answered(
     assert error.startswith("inference process stalled: no sign of life for "), error
     assert error.endswith("(inference_stall_timeout 5 s); killed it, restarting"), error
     res = wait_future(queued, 60).result
-    assert not res.success and res.error == error and res.request_id == "queued"
+    assert not res.success and res.error == error and res.request_id == "queued-0"
     model.wait(60)  # killed while stopped (the node reaps it; raises if it lives on)
     values = wait_diag(diags, "the restart", lambda v: v["inference_restarts"] == "1")
     assert values["inference_last_failure"] == error
