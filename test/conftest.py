@@ -19,6 +19,33 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--torch-threads", type=int, default=0, metavar="N",
+        help="start the test process's torch at N intra-op threads (default: torch's own "
+             "choice); a budget unlike every child's proves the bit-for-bit comparisons run "
+             "their references at the child's budget (test/thread_budget.py)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--torch-threads")
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which machine ran this: on some CPUs a thread count moves a float's last bit."""
+    import torch
+
+    from stamp_ros.bench.machine import cpu_model
+    from stamp_ros.inference.pool import available_cores
+
+    return [f"machine: {cpu_model()}, {available_cores()} cores; torch "
+            f"{torch.get_num_threads()} intra-op threads in the test process"]
+
+
 def _ros_available() -> bool:
     try:
         import rclpy  # noqa: F401

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from thread_budget import torch_threads, with_threads
 
 pytest.importorskip("rosbags")
 
@@ -41,6 +42,8 @@ T0 = 1_700_000_000 * S  # bag times look like a real recording's
 ANSWER = "Here: <|seg|> and <|seg|>"
 TEXT = "Here:  and"
 QUERY = "Please segment the white horse in the image."
+BAG_THREADS = 1
+"""torch threads of a bag child held to ``segment`` in this process, which runs at the same."""
 
 # Imported by nothing on the bag path; a subprocess with these blocked proves "no ROS needed".
 BLOCK_ROS = r"""
@@ -144,8 +147,13 @@ def run_bag(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def segment_cli(ckpt: Path, rgb: np.ndarray, tmp: Path, query: str, capsys) -> dict:
-    """What ``stamp-ros segment --json`` answers on exactly these pixels."""
+def segment_cli(ckpt: Path, rgb: np.ndarray, tmp: Path, query: str, capsys,
+                threads: int = 0) -> dict:
+    """What ``stamp-ros segment --json`` answers on exactly these pixels (in this process, at
+    ``threads`` torch threads when given: a bag child's budget, see thread_budget.py)."""
+    if threads:
+        with torch_threads(threads):
+            return segment_cli(ckpt, rgb, tmp, query, capsys)
     image = tmp / f"frame-{abs(hash(rgb.tobytes()))}.png"
     PILImage.fromarray(rgb).save(image)  # PNG: lossless, the same pixels come back
     capsys.readouterr()
@@ -182,8 +190,8 @@ def test_cli_subprocess_without_ros_sqlite3_in_mcap_out(ckpt, photo, tmp_path, c
     frames = frames_of(photo, 5)
     src = camera_bag(tmp_path / "in", frames, storage="sqlite3")
     out, video = tmp_path / "out", tmp_path / "overlay.mp4"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    env = with_threads(dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)), BAG_THREADS)
     proc = subprocess.run(
         [sys.executable, "-c", BLOCK_ROS, "bag", str(src), "--image-topic", "/camera/image",
          "--query", QUERY, "--out", str(out), "--copy-input", "--video", str(video),
@@ -226,7 +234,8 @@ def test_cli_subprocess_without_ros_sqlite3_in_mcap_out(ckpt, photo, tmp_path, c
         assert copied[i][0] == t_in
         np.testing.assert_array_equal(pixels(copied[i][1]), frame)
         if i in (0, 4):  # the same answer and grids as `segment` on the same pixels
-            assert_same_as_segment(res, segment_cli(ckpt, frame, tmp_path, QUERY, capsys))
+            assert_same_as_segment(res, segment_cli(ckpt, frame, tmp_path, QUERY, capsys,
+                                                    threads=BAG_THREADS))
 
     cap = cv2.VideoCapture(str(video))
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import psutil
 import pytest
 from node_harness import SMALL_PIXELS, make_frame, make_long_answer_checkpoint
+from thread_budget import torch_threads
 
 from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
 from stamp_ros.inference import InferenceProcessDied, LoadSpec
@@ -33,11 +34,20 @@ ANSWER = "Sure, it is here: <|seg|>"
 FIVE = "first <|seg|> second <|seg|> third <|seg|> fourth <|seg|> fifth <|seg|>"
 LONG_WORDS = 300
 REPO = Path(__file__).resolve().parents[1]
+THREADS = 1
+"""torch threads of every inference process here, and of the in-process engine they are held
+to: the hop changes no bit at equal budgets (test/thread_budget.py)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def same_thread_budget_as_the_processes():
+    with torch_threads(THREADS):
+        yield
 
 
 def spec(checkpoint: Path, **options: Any) -> LoadSpec:
     values = dict(model=str(checkpoint), device="cpu", min_pixels=SMALL_PIXELS,
-                  max_pixels=SMALL_PIXELS, max_new_tokens=24, threads=1)
+                  max_pixels=SMALL_PIXELS, max_new_tokens=24, threads=THREADS)
     values.update(options)
     return LoadSpec(**values)
 
@@ -530,7 +540,8 @@ def test_a_pool_of_two_cpu_processes_serves_concurrent_callers(checkpoint, engin
             t.start()
         for t in threads:
             t.join(120)
-        local = engine.segment(rgb, "segment the square")
+        with torch_threads(expected):  # the pool's automatic budget, whatever the core count
+            local = engine.segment(rgb, "segment the square")
         for i in range(2):
             assert_same(results[i], local)
         assert "0: cpu pid" in pool.describe() and "1: cpu pid" in pool.describe()

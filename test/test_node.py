@@ -18,6 +18,7 @@ from node_harness import (
     start_node,
     wait_output,
 )
+from thread_budget import NODE_THREADS, with_threads
 
 pytestmark = pytest.mark.ros
 
@@ -83,14 +84,15 @@ def test_query_topic_gives_result_answer_and_mask_matching_offline_cli(
     for name in ("preprocess_ms", "generate_ms", "mask_ms", "total_ms"):
         assert getattr(res, name) > 0, name
 
-    # the same image, query and checkpoint through the offline CLI give the same grids
+    # the same image, query and checkpoint through the offline CLI give the same grids (at the
+    # node's thread budget: a different one may move a logit's last bit, see thread_budget.py)
     path = tmp_path / "frame.png"
     PILImage.fromarray(rgb).save(path)
     out = subprocess.run(
         [sys.executable, "-m", "stamp_ros.cli", "segment", "--model", str(checkpoint),
          "--image", str(path), "--query", "Please segment the red square.", "--device", "cpu",
          "--min-pixels", str(16 * 28 * 28), "--max-pixels", str(16 * 28 * 28), "--json"],
-        capture_output=True, text=True, timeout=300, env=processes.env)
+        capture_output=True, text=True, timeout=300, env=with_threads(processes.env, NODE_THREADS))
     assert out.returncode == 0, out.stderr[-3000:]
     offline = json.loads(out.stdout)
     assert offline["text"] == res.answer

@@ -22,6 +22,7 @@ from feature_helpers import (
     wait_state,
 )
 from node_harness import SMALL_PIXELS, make_frame, node_args, wait_output
+from thread_budget import NODE_THREADS, torch_threads
 
 from stamp_ros.testing.sam import make_test_sam
 
@@ -75,9 +76,10 @@ def test_refine_sam_in_the_node(processes, ros_client, tmp_path):
 
     options = dict(device="cpu", min_pixels=SMALL_PIXELS, max_pixels=SMALL_PIXELS,
                    max_new_tokens=24)
-    coarse = StampSegmenter.from_pretrained(str(ckpt), **options).segment(rgb, QUERY)
-    refined = StampSegmenter.from_pretrained(
-        str(ckpt), refine="sam", sam_checkpoint=str(sam), **options).segment(rgb, QUERY)
+    with torch_threads(NODE_THREADS):  # the node's inference process's budget
+        coarse = StampSegmenter.from_pretrained(str(ckpt), **options).segment(rgb, QUERY)
+        refined = StampSegmenter.from_pretrained(
+            str(ckpt), refine="sam", sam_checkpoint=str(sam), **options).segment(rgb, QUERY)
     assert res.answer == coarse.text == refined.text
     assert np.array_equal(got > 0, refined.instances[0].mask > 0), "node != engine refiner"
     assert not np.array_equal(got > 0, coarse.instances[0].mask > 0), "mask was not refined"
