@@ -3,8 +3,9 @@
 The ROS 2 package itself is built by CMake (ament_cmake + rosidl, see CMakeLists.txt): use
 `scripts/setup` (PyPI ROS wheels) or `colcon build` in a ROS workspace for the node. This file
 serves machines without ROS that only want `stamp-ros segment | bench | make-test-checkpoint`
-(`pip install .`), and `stamp-ros bag` with `pip install .[bag]` (the pure-Python rosbags
-library reads and writes the bags); `pip install .[sam]` adds segment-anything for
+(`pip install .`), `stamp-ros bag` with `pip install .[bag]` (the pure-Python rosbags
+library reads and writes the bags) and `stamp-ros eval` with `pip install .[eval]` (pycocotools
+decodes the COCO polygons and RLE masks); `pip install .[sam]` adds segment-anything for
 `--refine sam` (only its torch model classes are used: no torchvision). The node and the demo
 need the ROS interfaces and are not usable from it.
 
@@ -36,6 +37,7 @@ setup(
         "psutil>=5.9",
         "scipy>=1.10",
     ],
-    extras_require={"bag": ["rosbags>=0.11,<0.12"], "sam": ["segment-anything>=1.0"]},
+    extras_require={"bag": ["rosbags>=0.11,<0.12"], "eval": ["pycocotools>=2.0.8,<3"],
+                    "sam": ["segment-anything>=1.0"]},
     entry_points={"console_scripts": ["stamp-ros=stamp_ros.cli:main"]},
 )

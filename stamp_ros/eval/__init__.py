@@ -1,8 +1,10 @@
 """``stamp-ros eval``: the engine the node runs, measured the way the paper measures STAMP.
 
-No ROS and no pycocotools needed. The modules, one job each:
+No ROS needed; pycocotools decodes the COCO masks (``pip install 'stamp-ros[eval]'``). The
+modules, one job each:
 
-* :mod:`~stamp_ros.eval.cocomask`: COCO polygons and RLE decoded bit for bit as pycocotools does.
+* :mod:`~stamp_ros.eval.cocomask`: COCO polygons and RLE to masks with pycocotools, each
+  segmentation validated first (a clear error instead of a crash or garbage pixels).
 * :mod:`~stamp_ros.eval.metrics`: the official cIoU / gIoU (overlap and empty-union rules) and
   the extras (no-target accuracy, latency percentiles).
 * :mod:`~stamp_ros.eval.samples`: the sample and split types every dataset produces.

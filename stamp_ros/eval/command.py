@@ -222,6 +222,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     names = _datasets(args)
     _resolve_settings(args)
     _validate(args, names)
+    from stamp_ros.eval.cocomask import coco_mask_api
+
+    try:  # every sample's ground truth and every record's mask need it: fail once, up front
+        coco_mask_api()
+    except ImportError as exc:
+        raise InputError(str(exc)) from None
     splits, frames = _load_splits(args, names)
     try:
         return _run(args, names, splits)
