@@ -135,7 +135,7 @@ def memory_child(checkpoint: str) -> None:
     import psutil
     import rclpy
 
-    from stamp_ros.ros.malloc import return_large_buffers_to_the_os
+    from stamp_ros.cli.malloc import return_large_buffers_to_the_os
 
     return_large_buffers_to_the_os()
     me = psutil.Process()
@@ -143,8 +143,8 @@ def memory_child(checkpoint: str) -> None:
     rclpy.init()
     from rclpy.parameter import Parameter
 
+    from stamp_ros.inference.scheduler import Job
     from stamp_ros.ros.node import StampNode
-    from stamp_ros.ros.worker import Job
     from stamp_ros.testing.images import sample_image
 
     params = [Parameter("model", value=checkpoint), Parameter("device", value="cpu"),
@@ -155,7 +155,7 @@ def memory_child(checkpoint: str) -> None:
     def ask() -> bool:
         import threading
 
-        from stamp_ros.ros.convert import rgb_to_image_msg
+        from stamp_ros.ros.kit import rgb_to_image_msg
 
         done = threading.Event()
         answer: list = []
@@ -228,14 +228,14 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
     from domain_coordinator import domain_id
     from transport import parse_stats, wait_for  # bench/transport.py, beside this script
 
-    from stamp_ros.dds_profile import large_image_env
+    from stamp_ros.cli.dds_profile import large_image_env
 
     with domain_id() as did:
         env = dict(os.environ, ROS_DOMAIN_ID=str(did), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOCALHOST_ONLY="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
         env.update(large_image_env())
         env.update(extra_env or {})
-        node_args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
+        node_args = [sys.executable, "-m", "stamp_ros.cli.run_node", "--ros-args",
                      "-p", f"model:={mid}", "-p", "device:=cpu", "-p", "mode:=continuous",
                      "-p", f"stats_period:={STATS_PERIOD}"]
         if nice is not None:
@@ -337,7 +337,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         if "hop" in parts:
-            from stamp_ros.ros.params import BY_NAME
+            from stamp_ros.pipeline.params import BY_NAME
 
             default_nice = BY_NAME["inference_nice"].default
             for nice in (default_nice, 0):  # the node's default, and equal priority

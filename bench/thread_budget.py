@@ -14,7 +14,8 @@ budget of ``--budgets``; the JSON counts, against the reference: answers whose t
 ids differ, logits that differ and the largest difference, grid cells and mask pixels that
 flip. Prints ONE JSON object (``--out`` writes it too).
 
-    PYTHONPATH=. .venv/bin/python bench/thread_budget.py --out bench/results/cpu-thread-budget-amd.json
+    PYTHONPATH=. .venv/bin/python bench/thread_budget.py \
+        --out bench/results/cpu-thread-budget-amd-epyc.json
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def frames(count: int) -> list[np.ndarray]:
     """The shared photo at a few sizes, then smooth synthetic scenes: ``count`` in all."""
     import cv2
 
-    from stamp_ros.cli_options import read_image
+    from stamp_ros.engine.options import read_image
     from stamp_ros.testing.images import sample_image
 
     out = []

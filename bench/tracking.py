@@ -217,8 +217,8 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
     from std_msgs.msg import String
 
     from stamp_ros.bench.inputs import load_shape
-    from stamp_ros.dds_profile import large_image_env
-    from stamp_ros.ros.convert import rgb_to_image_msg
+    from stamp_ros.cli.dds_profile import large_image_env
+    from stamp_ros.ros.kit import rgb_to_image_msg
     from stamp_ros.testing.checkpoint import make_test_checkpoint
 
     ckpt = make_test_checkpoint(tmp / f"ckpt-{model}", answer="Sure, it is here: <|seg|>",
@@ -235,7 +235,7 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
                                                "ROS_LOCALHOST_ONLY")})
         os.environ.update(large_image_env())
         node_log = tmp / f"node-{model}.log"
-        args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
+        args = [sys.executable, "-m", "stamp_ros.cli.run_node", "--ros-args",
                 "-p", f"model:={ckpt}", "-p", "device:=cpu", "-p", "mode:=continuous",
                 "-p", "track:=true", "-p", "stats_period:=0.0", *pixels]
         with node_log.open("w") as fh:

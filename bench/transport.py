@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from stamp_ros.dds_profile import PROFILE_VARIABLES, large_image_env  # noqa: E402
+from stamp_ros.cli.dds_profile import PROFILE_VARIABLES, large_image_env  # noqa: E402
 
 PEER = ROOT / "test" / "peers" / "stream_peer.py"
 STREAMS = {
@@ -76,7 +76,7 @@ def run_case(receiver: str, stream: dict, profile: bool, seconds: float, checkpo
             env.update(large_image_env(environ=env))
         pub_reliability, node_reliability = qos.split("/")
         if receiver == "node":
-            args = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
+            args = [sys.executable, "-m", "stamp_ros.cli.run_node", "--ros-args",
                     "-p", f"model:={checkpoint}", "-p", "device:=cpu",
                     "-p", f"stats_period:={STATS_PERIOD}",
                     "-p", f"image_reliability:={node_reliability}",

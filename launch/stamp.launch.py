@@ -13,7 +13,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from stamp_ros.dds_profile import large_image_env
+from stamp_ros.cli.dds_profile import large_image_env
 
 ARGUMENTS = {
     "model": ("", "hub id or local path of the STAMP checkpoint (empty: the params_file value)"),

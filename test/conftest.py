@@ -62,7 +62,7 @@ def ros_env() -> Iterator[dict[str, str]]:
         pytest.skip("rclpy or the stamp_ros interfaces are not installed (run scripts/setup)")
     from domain_coordinator import domain_id
 
-    from stamp_ros.dds_profile import large_image_env
+    from stamp_ros.cli.dds_profile import large_image_env
 
     with domain_id() as did:
         env = dict(os.environ)
@@ -135,7 +135,7 @@ def processes(ros_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessGroup]
 @pytest.fixture
 def ros_client(ros_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
     """The test process's own rclpy context in the test's domain (see ros_client.py)."""
-    from stamp_ros.dds_profile import PROFILE_VARIABLES
+    from stamp_ros.cli.dds_profile import PROFILE_VARIABLES
 
     for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY",
                 *PROFILE_VARIABLES):

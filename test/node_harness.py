@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,9 +11,22 @@ from typing import Any
 
 import numpy as np
 
-NODE_MODULE = ["-m", "stamp_ros.run_node", "--ros-args"]
+NODE_MODULE = ["-m", "stamp_ros.cli.run_node", "--ros-args"]
 SMALL_PIXELS = 16 * 28 * 28
 """Node tests keep the image small (a 4x4-ish merged grid) so the tiny model is fast on CPU."""
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"
+
+
+def fault_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) for a node or inference process whose engine fails on
+    queries naming a fault (``[[raise]]``, ``[[crash]]``, ...: test/faults/injected_faults.py).
+    The package itself has no such hook: Python loads test/faults/sitecustomize.py because the
+    folder is on the child's PYTHONPATH, and the child's own children inherit it."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(FAULTS_DIR), env.get("PYTHONPATH", "")) if p)
+    env["STAMP_ROS_FAULT_INJECTION"] = "1"
+    return env
 
 
 def node_args(model: str | Path, **params: Any) -> list[str]:
@@ -47,7 +61,7 @@ def make_frame(width: int = 160, height: int = 120, seed: int = 0) -> np.ndarray
 
 def image_msg(rgb: np.ndarray, stamp_sec: int = 1234, frame_id: str = "cam",
               stamp_nanosec: int = 5678):
-    from stamp_ros.ros.convert import rgb_to_image_msg
+    from stamp_ros.ros.kit import rgb_to_image_msg
 
     msg = rgb_to_image_msg(rgb)
     msg.header.frame_id = frame_id

@@ -157,3 +157,28 @@ def test_an_answer_taken_before_its_request_is_recorded_still_arrives(
     wrapped = result.result()
     assert wrapped.result.result.query == "race"
     assert wrapped.result.result.answer == "Sure, here is race."
+
+
+def test_the_qos_it_was_created_with_is_kept(ros_client):
+    """rclpy's ActionClient keeps no record of its QoS; ThreadSafeActionClient does: the
+    profiles given, and rclpy's defaults for the others (what StampClient's QoS test reads)."""
+    from rclpy.qos import HistoryPolicy, qos_profile_services_default
+    from stamp_ros.action import Segment as SegmentAction
+
+    from stamp_ros.client.action_client import (
+        ACTION_QOS_ARGUMENTS,
+        CALL_DEPTH,
+        ThreadSafeActionClient,
+        call_qos,
+    )
+
+    client = ThreadSafeActionClient(ros_client.node, SegmentAction, "segment",
+                                    goal_service_qos_profile=call_qos())
+    try:
+        assert set(client.qos_profiles) == set(ACTION_QOS_ARGUMENTS)
+        goal = client.qos_profiles["goal_service_qos_profile"]
+        assert (goal.history, goal.depth) == (HistoryPolicy.KEEP_LAST, CALL_DEPTH)
+        assert client.qos_profiles["result_service_qos_profile"] == qos_profile_services_default
+        assert client.qos_profiles["feedback_sub_qos_profile"].depth == 10  # rclpy's default
+    finally:
+        client.destroy()

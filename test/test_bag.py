@@ -30,7 +30,7 @@ pytest.importorskip("rosbags")
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from stamp_ros.bag.interfaces import RosbagsKit, msg_dir, typestore
-from stamp_ros.cli import EXIT_INPUT, main
+from stamp_ros.cli.main import EXIT_INPUT, main
 from stamp_ros.testing.checkpoint import make_test_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ class Block:
             raise ImportError(f"{name} is blocked: stamp-ros bag must not need ROS")
         return None
 sys.meta_path.insert(0, Block())
-from stamp_ros.cli import main
+from stamp_ros.cli.main import main
 sys.exit(main())
 """
 
@@ -638,8 +638,8 @@ def test_the_node_and_bag_kits_fill_the_same_fields():
     """results.segmentation_msg builds rosbags messages with the node's code: every field
     equals the rclpy message's (when rclpy is here), and the message survives CDR."""
     from stamp_ros.engine.result import SegInstance, StampResult
-    from stamp_ros.geometry import Object3D
-    from stamp_ros.ros.results import error_msg, segmentation_msg
+    from stamp_ros.pipeline.results import error_msg, segmentation_msg
+    from stamp_ros.spatial.geometry import Object3D
 
     grid = np.array([[0, 1, 1], [0, 1, 0]], np.uint8)
     mask = np.zeros((4, 6), np.uint8)
@@ -673,13 +673,15 @@ def test_the_node_and_bag_kits_fill_the_same_fields():
     try:
         from stamp_ros.msg import Segmentation  # noqa: F401
         from std_msgs.msg import Header
+
+        from stamp_ros.ros.kit import rclpy_kit
     except ImportError:
         return
     ros_header = Header(frame_id=header.frame_id)
     ros_header.stamp.sec, ros_header.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
     ros_msg = segmentation_msg(request_id="c1", query="q", header=ros_header, result=result,
                                model="m", wait_ms=0.5, convert_ms=0.25, objects=[obj],
-                               frame_id_3d="cam")
+                               frame_id_3d="cam", kit=rclpy_kit())
 
     def flat(msg: Any, prefix: str = "") -> dict[str, Any]:
         fields = (msg.get_fields_and_field_types() if hasattr(msg, "get_fields_and_field_types")

@@ -32,7 +32,7 @@ from test_bag import (
 )
 
 from stamp_ros.client.result import SegmentResult
-from stamp_ros.palette import color_for
+from stamp_ros.render.palette import color_for
 from stamp_ros.testing.checkpoint import make_test_checkpoint
 from stamp_ros.testing.scenes import PanScene
 

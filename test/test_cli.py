@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stamp_ros.cli import EXIT_CHECKPOINT, EXIT_INPUT, main
+from stamp_ros.cli.main import EXIT_CHECKPOINT, EXIT_INPUT, main
 from stamp_ros.testing.checkpoint import make_test_checkpoint
 from stamp_ros.testing.images import sample_image
 

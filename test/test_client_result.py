@@ -25,7 +25,7 @@ H, W = 6, 8
 def instance(mask: np.ndarray, *, grid=None, logits=None, has_3d=False, step_pad=0):
     from stamp_ros.msg import Instance
 
-    from stamp_ros.ros.convert import build_image_msg, mono8_to_image_msg
+    from stamp_ros.ros.kit import build_image_msg, mono8_to_image_msg
 
     inst = Instance()
     if step_pad:

@@ -22,13 +22,13 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from stamp_ros.geometry import summarise_points
-from stamp_ros.palette import PALETTE, color_for
+from stamp_ros.render.palette import PALETTE, color_for
 from stamp_ros.ros.cloud import (
     cloud_to_points,
     objects_to_markers,
     points_to_cloud,
 )
+from stamp_ros.spatial.geometry import summarise_points
 
 _MESSAGES = (PointCloud2, PointField, Header, Time, Duration, Marker, MarkerArray, Point,
              Pose, Quaternion, Vector3, ColorRGBA)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stamp_ros.ros.conversations import ConversationStore
+from stamp_ros.pipeline.conversations import ConversationStore
 
 
 class Clock:

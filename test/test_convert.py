@@ -19,15 +19,14 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from stamp_ros.ros.compressed import compressed_depth_to_array, compressed_msg_to_rgb
-from stamp_ros.ros.convert import (
+from stamp_ros.msgs.compressed import compressed_depth_to_array, compressed_msg_to_rgb
+from stamp_ros.msgs.convert import (
     MAX_PIXELS,
     ImageConversionError,
     image_msg_to_array,
     image_msg_to_rgb,
-    mono8_to_image_msg,
-    rgb_to_image_msg,
 )
+from stamp_ros.ros.kit import mono8_to_image_msg, rgb_to_image_msg
 from stamp_ros.testing.images import array_to_image_msg
 
 H, W = 12, 16  # small and even: every encoding (4:2:0, Bayer) accepts it, tests stay fast

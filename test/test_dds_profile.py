@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stamp_ros.dds_profile import (
+from stamp_ros.cli.dds_profile import (
     PROFILE_VARIABLES,
     large_image_env,
     large_image_profile,

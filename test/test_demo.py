@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stamp_ros.demo import DEFAULT_QUERY, RANDOM_LABEL, default_photo
+from stamp_ros.cli.demo import DEFAULT_QUERY, RANDOM_LABEL, default_photo
 from stamp_ros.engine.defaults import DEFAULT_MODEL
 
 pytestmark = pytest.mark.ros

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from stamp_ros import status3d
-from stamp_ros.depth_units import PLAUSIBLE_M, check_depth, sample
-from stamp_ros.geometry import MIN_POINTS, valid_depth_fraction
+from stamp_ros.diagnosis.depth_units import PLAUSIBLE_M, check_depth, sample
+from stamp_ros.spatial import status3d
+from stamp_ros.spatial.geometry import MIN_POINTS, valid_depth_fraction
 
 DEPTH = np.full((120, 160), 1500, np.uint16)  # 1.5 m in millimetres
 
@@ -128,7 +128,7 @@ def _header(sec: int, nanosec: int = 0):
 
 
 def test_lift_frame_reasons_per_object():
-    from stamp_ros.ros.depth3d import lift_frame
+    from stamp_ros.spatial.depth3d import lift_frame
 
     depth_at, info = _msgs()
     square = np.zeros((120, 160), bool)

@@ -16,7 +16,7 @@ from stamp_ros.engine.preprocess import (
     preprocess_torch,
     smart_resize,
 )
-from stamp_ros.overlay import union_mask
+from stamp_ros.render.overlay import union_mask
 from stamp_ros.testing.images import sample_image
 
 CASES = [

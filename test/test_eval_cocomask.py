@@ -226,7 +226,7 @@ def test_undecodable_segmentations_are_clear_errors(seg, needle):
 
 
 def test_without_pycocotools_the_error_says_how_to_install_it(monkeypatch, tmp_path, capsys):
-    from stamp_ros.cli import EXIT_INPUT, main
+    from stamp_ros.cli.main import EXIT_INPUT, main
 
     monkeypatch.setitem(sys.modules, "pycocotools", None)
     with pytest.raises(ImportError, match=r"needs pycocotools.*pip install 'stamp-ros\[eval\]'"):

@@ -167,7 +167,7 @@ def test_published_numbers_and_model_family():
 
 
 def test_paper_flag_sets_the_official_settings_and_explicit_options_win():
-    from stamp_ros.cli import build_parser
+    from stamp_ros.cli.main import build_parser
     from stamp_ros.eval.command import _resolve_settings
 
     def resolved(*argv: str) -> argparse.Namespace:

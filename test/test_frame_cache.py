@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stamp_ros.ros.frame_cache import FrameCache, NoFreshFrame
+from stamp_ros.pipeline.frame_cache import FrameCache, NoFreshFrame
 
 
 class FakeClock:

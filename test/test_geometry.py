@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stamp_ros.geometry import (
+from stamp_ros.spatial.geometry import (
     MIN_POINTS,
     CameraIntrinsics,
     depth_to_metres,

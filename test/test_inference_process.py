@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from node_harness import SMALL_PIXELS, make_frame, make_long_answer_checkpoint
+from node_harness import SMALL_PIXELS, fault_env, make_frame, make_long_answer_checkpoint
 from thread_budget import torch_threads
 
 from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
@@ -79,10 +79,6 @@ class Events:
                 lambda: sum(k == kind for k, _ in self.log) >= count, timeout)
             assert ok, f"no {count} x {kind!r} within {timeout} s: {self.log}"
             return [v for k, v in self.log if k == kind]
-
-
-def fault_env() -> dict[str, str]:
-    return dict(os.environ, STAMP_ROS_FAULT_INJECTION="1")
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +278,20 @@ def test_injected_failures_are_errors_and_the_process_keeps_serving(served):
         served.segment(rgb, "[[oom]] segment")
     assert served.segment(rgb, "segment the square").instances
     assert served.pid == pid and served.restarts == 0
+
+
+def test_a_production_process_has_no_fault_hook(checkpoint):
+    """The variable alone switches nothing on: the faults live in the test tree
+    (test/faults), which a production install does not have on its path."""
+    proc = InferenceProcess(spec(checkpoint, warmup=False),
+                            env=dict(os.environ, STAMP_ROS_FAULT_INJECTION="1"))
+    proc.start()
+    try:
+        for query in ("[[raise]] segment", "[[crash]] segment the square"):
+            assert proc.segment(make_frame(96, 64), query).instances
+        assert proc.restarts == 0
+    finally:
+        proc.close()
 
 
 def test_a_progress_callback_that_raises_ends_the_request_with_its_exception(served):
@@ -573,7 +583,7 @@ def test_the_node_side_never_imports_torch():
     to the inference process: importing the node, its entry point, the pipeline, the tracker and
     the proxy loads no torch."""
     code = ("import sys\n"
-            "import stamp_ros.run_node, stamp_ros.ros.node, stamp_ros.ros.pipeline\n"
+            "import stamp_ros.cli.run_node, stamp_ros.ros.node, stamp_ros.ros.requests\n"
             "import stamp_ros.ros.tracking, stamp_ros.inference.proxy, stamp_ros.inference.pool\n"
             "loaded = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
             "assert not loaded, loaded\n")

@@ -8,10 +8,11 @@ import enum
 
 import pytest
 
-from stamp_ros.doctor import Probe, ProbedInput, Sample, format_report, judge, run
-from stamp_ros.input_monitor import MAX_ARRIVALS, RATE_WINDOW_S, InputMonitor
-from stamp_ros.input_verdict import InputFacts, Peer, diagnose, qos_fix, qos_problems
-from stamp_ros.qos_compat import (
+from stamp_ros.cli.doctor import format_report, run
+from stamp_ros.diagnosis.input_monitor import MAX_ARRIVALS, RATE_WINDOW_S, InputMonitor
+from stamp_ros.diagnosis.input_verdict import InputFacts, Peer, diagnose, qos_fix, qos_problems
+from stamp_ros.diagnosis.probe import Probe, ProbedInput, Sample, judge
+from stamp_ros.diagnosis.qos_compat import (
     EndpointQos,
     Mismatch,
     describe,
@@ -19,7 +20,7 @@ from stamp_ros.qos_compat import (
     mismatches,
     policy_from_event_kind,
 )
-from stamp_ros.similar_topics import name_similarity, similar_topics
+from stamp_ros.diagnosis.similar_topics import name_similarity, similar_topics
 
 RELIABLE = EndpointQos("RELIABLE")
 BEST_EFFORT = EndpointQos("BEST_EFFORT")
@@ -269,7 +270,7 @@ def test_stamp_ros_works_without_rclpy_and_doctor_says_it_needs_ros():
     import sys
 
     code = ("import sys; sys.modules['rclpy'] = None\n"
-            "from stamp_ros.cli import build_parser, main\n"
+            "from stamp_ros.cli.main import build_parser, main\n"
             "build_parser().parse_args(['segment', '--image', 'x', '--query', 'q'])\n"
             "assert 'rclpy' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
             "sys.exit(main(['doctor', '--seconds', '1']))\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stamp_ros.overlay import displayable_ascii, render_overlay, union_mask
-from stamp_ros.palette import color_for
+from stamp_ros.render.overlay import displayable_ascii, render_overlay, union_mask
+from stamp_ros.render.palette import color_for
 
 H, W = 120, 160
 

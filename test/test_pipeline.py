@@ -20,13 +20,13 @@ pytest.importorskip("stamp_ros.msg")
 
 from node_harness import SMALL_PIXELS, image_msg, make_frame
 
+from stamp_ros.inference.scheduler import Job
+from stamp_ros.pipeline.conversations import ConversationStore
+from stamp_ros.pipeline.params import BY_NAME
 from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
-from stamp_ros.ros.conversations import ConversationStore
 from stamp_ros.ros.diagnostics import Stats
 from stamp_ros.ros.objects3d import ObjectLifter
-from stamp_ros.ros.params import BY_NAME
-from stamp_ros.ros.pipeline import RequestPipeline
-from stamp_ros.ros.worker import Job
+from stamp_ros.ros.requests import RequestPipeline
 
 ANSWER = "Sure, it is here: <|seg|>"
 

@@ -1,7 +1,7 @@
 """Robustness of the real node process: sustained load, malformed input, injected faults and
 lifecycle restarts under load (issue 5, item 3).
 
-Every test starts ``stamp_ros.run_node`` in its own process with the tiny random test checkpoint
+Every test starts ``stamp_ros.cli.run_node`` in its own process with the tiny random test checkpoint
 and drives it from the planner-like ``ros_client`` in this process, in its own ROS domain.
 Measured numbers are printed (``pytest -s`` shows them).
 
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 from node_harness import (
+    fault_env,
     image_msg,
     make_frame,
     ready_action_client,
@@ -582,7 +583,7 @@ def test_injected_engine_faults_fail_one_request_only(processes, ros_client, che
     from stamp_ros.srv import Segment
     from std_msgs.msg import String
 
-    env = dict(processes.env, STAMP_ROS_FAULT_INJECTION="1")
+    env = fault_env(processes.env)
     node = start_node(processes, ros_client, checkpoint, env=env)
     segment = Caller(ros_client, Segment, SEGMENT_SRV)
     frame = image_msg(make_frame(96, 64), stamp_sec=11)

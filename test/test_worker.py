@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from stamp_ros.ros.worker import InferenceWorker, Job
+from stamp_ros.inference.scheduler import InferenceWorker, Job
 
 
 def job(i: int, source: str = "topic") -> Job:

@@ -54,8 +54,8 @@ def _model_period(text: str) -> float | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stamp_ros.cli_options import add_model_options
-    from stamp_ros.ros.params import BY_NAME
+    from stamp_ros.engine.options import add_model_options
+    from stamp_ros.pipeline.params import BY_NAME
 
     def default(name: str) -> Any:
         return BY_NAME[name].default
@@ -194,7 +194,7 @@ def _validate(args: argparse.Namespace) -> None:
     if not args.track and (args.model_every is not None or args.model_period is not None):
         raise InputError("--model-every and --model-period go with --track")
     if args.track:
-        from stamp_ros.ros.params import validate
+        from stamp_ros.pipeline.params import validate
 
         for name in ("track_min_iou", "track_max_side", "track_fb_threshold",
                      "track_scene_change"):
@@ -228,7 +228,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     from stamp_ros.bag.replay import ReplayConfig, Replayer
     from stamp_ros.bag.sink import OutputBag, VideoOut
     from stamp_ros.bag.source import BagReadError, InputBag
-    from stamp_ros.cli_options import segmenter_from_args
+    from stamp_ros.engine.options import segmenter_from_args
 
     _validate(args)
     store = typestore()

@@ -6,7 +6,7 @@ node's generated interfaces, and Foxglove or ``ros2 bag play`` decode them witho
 The ``.msg`` files are found wherever the package was installed from: pip package data, the
 source checkout, or a ROS install's ``share/stamp_ros/msg``.
 
-:class:`RosbagsKit` is the :class:`stamp_ros.ros.results.MessageKit` for rosbags' message
+:class:`RosbagsKit` is the :class:`stamp_ros.pipeline.results.MessageKit` for rosbags' message
 dataclasses, so ``results.segmentation_msg`` builds the bag's messages exactly as the node's.
 """
 
@@ -134,7 +134,7 @@ def new_message(store: Typestore, msgtype: str) -> Any:
 
 
 class RosbagsKit:
-    """:class:`stamp_ros.ros.results.MessageKit` for rosbags' dataclasses (numpy sequences)."""
+    """:class:`stamp_ros.pipeline.results.MessageKit` for rosbags' dataclasses (numpy sequences)."""
 
     def __init__(self, store: Typestore | None = None) -> None:
         self.store = store or typestore()
@@ -156,7 +156,7 @@ class RosbagsKit:
         return np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
 
     def mono8(self, mask: np.ndarray, header: Any) -> Any:
-        """Same pixels as :func:`stamp_ros.ros.convert.mono8_to_image_msg`: uint8 as is,
+        """Same pixels as :func:`stamp_ros.ros.kit.mono8_to_image_msg`: uint8 as is,
         bool as 0/255."""
         m = np.asarray(mask)
         if m.ndim != 2 or m.dtype not in (np.bool_, np.uint8):

@@ -8,14 +8,14 @@ query is answered on the newest frame at the moment it was asked.
 
 The rules themselves are the node's, imported rather than rewritten:
 
-* once mode: :class:`~stamp_ros.ros.frame_cache.FrameCache` on a bag-time clock picks the newest
-  frame no older than ``max_frame_age`` when the query was asked; a query without one waits up
-  to ``frame_timeout`` (bag time) for the next frame, else gets the node's error result.
-* continuous mode: :class:`~stamp_ros.answer_reuse.AnswerReuse` writes the answer every
+* once mode: :class:`~stamp_ros.pipeline.frame_cache.FrameCache` on a bag-time clock picks the
+  newest frame no older than ``max_frame_age`` when the query was asked; a query without one waits
+  up to ``frame_timeout`` (bag time) for the next frame, else gets the node's error result.
+* continuous mode: :class:`~stamp_ros.pipeline.answer_reuse.AnswerReuse` writes the answer every
   ``reanswer_every`` frames and teacher-forces it in between.
-* conversion (:mod:`stamp_ros.ros.convert`), 3D lifting (:mod:`stamp_ros.ros.depth3d`), the
-  Segmentation message (:mod:`stamp_ros.ros.results`, with a rosbags kit) and the union mask /
-  overlay (:mod:`stamp_ros.overlay`) are the node's functions.
+* conversion (:mod:`stamp_ros.msgs.convert`), 3D lifting (:mod:`stamp_ros.spatial.depth3d`), the
+  Segmentation message (:mod:`stamp_ros.pipeline.results`, with a rosbags kit) and the union mask /
+  overlay (:mod:`stamp_ros.render.overlay`) are the node's functions.
 
 With ``--depth-topic`` a frame is processed once the bag has been read ``depth_max_skew`` past
 it, so a depth image recorded just after its colour frame is still paired (the node's
@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stamp_ros.answer_reuse import AnswerReuse
 from stamp_ros.bag.interfaces import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
@@ -46,13 +45,14 @@ from stamp_ros.bag.source import InputBag, TopicSpec
 from stamp_ros.bag.tracking import TrackReplay, TrackReplayConfig
 from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
 from stamp_ros.engine.prompt import query_refusal
-from stamp_ros.overlay import render_overlay, union_mask
-from stamp_ros.ros.compressed import compressed_msg_to_rgb
-from stamp_ros.ros.convert import ImageConversionError, image_msg_to_rgb
-from stamp_ros.ros.depth3d import Lift3D, lift_frame
-from stamp_ros.ros.frame_cache import Frame, FrameCache, NoFreshFrame
-from stamp_ros.ros.params import BY_NAME
-from stamp_ros.ros.results import error_msg, segmentation_msg
+from stamp_ros.msgs.compressed import compressed_msg_to_rgb
+from stamp_ros.msgs.convert import ImageConversionError, image_msg_to_rgb
+from stamp_ros.pipeline.answer_reuse import AnswerReuse
+from stamp_ros.pipeline.frame_cache import Frame, FrameCache, NoFreshFrame
+from stamp_ros.pipeline.params import BY_NAME
+from stamp_ros.pipeline.results import error_msg, segmentation_msg
+from stamp_ros.render.overlay import render_overlay, union_mask
+from stamp_ros.spatial.depth3d import Lift3D, lift_frame
 
 __all__ = ["ReplayConfig", "Replayer", "Summary"]
 
@@ -418,12 +418,12 @@ class Replayer:
         if self.tracking is not None:
             self.tracking.process(work)
             return
-        answered = self._infer(work)
+        answered = self.answer(work)
         if answered is not None:
-            self._write(answered.seg, work.write_ns, answered.t_start, answered.rgb,
+            self.write_result(answered.seg, work.write_ns, answered.t_start, answered.rgb,
                         [inst.mask for inst in answered.result.instances])
 
-    def _infer(self, work: _Work) -> _Answered | None:
+    def answer(self, work: _Work) -> _Answered | None:
         """The model's answer for ``work`` as the node builds it (its Segmentation, frame and
         engine result); an error result is written at once and None returned."""
         cfg, kit = self.cfg, self.kit
@@ -489,9 +489,9 @@ class Replayer:
                     t_start: float | None = None, wait_ms: float = 0.0) -> None:
         seg = error_msg(request_id=request_id, query=query, error=error, header=header,
                         model=self.cfg.model, wait_ms=wait_ms, kit=self.kit)
-        self._write(seg, t_ns, t_start)
+        self.write_result(seg, t_ns, t_start)
 
-    def _write(self, seg: Any, t_ns: int, t_start: float | None, rgb: Any = None,
+    def write_result(self, seg: Any, t_ns: int, t_start: float | None, rgb: Any = None,
                masks: list | None = None, overlay: bool = True) -> None:
         """~/result always; mask and overlay (and a video frame) for a success, as the node
         publishes them (with --track the overlay and video are per frame, from the tracks:

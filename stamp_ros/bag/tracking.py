@@ -11,9 +11,9 @@ answers is simulated in bag time, one of two ways:
   when the first frame at or after that time grounds the tracks on it (carried from the
   answered frame, as in the node); frames in between are propagated.
 
-The tracker, the messages and the re-grounding rule (a lost track or a scene change makes the
-next model run write its answer afresh) are the node's: :class:`stamp_ros.tracking.QueryTracker`
-and :func:`stamp_ros.ros.results.tracks_msg`. ``/stamp/result`` holds the model's answers
+The tracking step, the grounding step and the re-grounding rule (a lost track or a scene change
+makes the next model run write its answer afresh) are the node's:
+:mod:`stamp_ros.pipeline.tracking_step`. ``/stamp/result`` holds the model's answers
 (written when they arrive, with track ids), ``/stamp/tracks`` one message per frame once the
 first answer arrived; the overlay and the video show the tracks with their ids, every frame.
 """
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stamp_ros.bag.interfaces import COMPRESSED_IMAGE
-from stamp_ros.ros.compressed import compressed_msg_to_rgb
-from stamp_ros.ros.convert import image_msg_to_rgb
-from stamp_ros.ros.results import ModelAnswer, mark_tracked, tracks_msg
-from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame
+from stamp_ros.msgs.compressed import compressed_msg_to_rgb
+from stamp_ros.msgs.convert import image_msg_to_rgb
+from stamp_ros.pipeline.tracking_step import ground_tracks, track_frame
+from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds
 
 __all__ = ["TrackReplay", "TrackReplayConfig"]
 
@@ -50,9 +50,7 @@ class _InFlight:
 
     ready_ns: int
     seq: int
-    work: Any
     answered: Any
-    frame: Any
 
 
 class TrackReplay:
@@ -93,18 +91,17 @@ class TrackReplay:
     def _run_model(self, work: Any, t_ns: int) -> Any:
         """Answer this frame; returns its RGB (None when the answer failed, which is then
         written as an error result at once)."""
-        answered = self.r._infer(work)
+        answered = self.r.answer(work)
         self.model_runs += 1
         if answered is None:
             return None
-        frame = working_frame(answered.rgb, self.cfg.tracker.max_side)
         if self.cfg.model_every is not None:
             latency_s = 0.0
         elif self.cfg.model_period is not None:
             latency_s = self.cfg.model_period
         else:
             latency_s = time.monotonic() - answered.t_start
-        flight = _InFlight(t_ns + int(latency_s * 1e9), work.frame.seq, work, answered, frame)
+        flight = _InFlight(t_ns + int(latency_s * 1e9), work.frame.seq, answered)
         if flight.ready_ns <= t_ns:
             self._deliver(flight)
         else:
@@ -114,16 +111,9 @@ class TrackReplay:
     def _deliver(self, flight: _InFlight) -> None:
         """The answer arrives: ground the tracks on it, write it (with track ids)."""
         answered = flight.answered
-        seg, result = answered.seg, answered.result
-        ids = self.tracker.ground(
-            flight.seq, flight.frame, [inst.mask for inst in result.instances],
-            [inst.score for inst in result.instances],
-            grounding=ModelAnswer(stamp=seg.header.stamp, answer=seg.answer,
-                                  answer_reused=bool(seg.answer_reused),
-                                  request_id=seg.request_id))
-        mark_tracked(seg, ids)
-        self.r._write(seg, flight.ready_ns, answered.t_start, answered.rgb,
-                      [inst.mask for inst in result.instances], overlay=False)
+        ground_tracks(self.tracker, flight.seq, answered.rgb, answered.result, answered.seg)
+        self.r.write_result(answered.seg, flight.ready_ns, answered.t_start, answered.rgb,
+                            [inst.mask for inst in answered.result.instances], overlay=False)
 
     def finish(self) -> None:
         """The bag ended: an answer still in flight is written (the node would publish it)."""
@@ -135,33 +125,19 @@ class TrackReplay:
     def _step(self, work: Any, rgb: Any, t_ns: int) -> None:
         r = self.r
         cfg = r.cfg
-        t0 = time.monotonic()
-        frame = working_frame(rgb, self.cfg.tracker.max_side)
-        t1 = time.monotonic()
-        out = self.tracker.step(work.frame.seq, frame)
-        t2 = time.monotonic()
-        if out is None:  # nothing grounded yet: the video still shows the frame
+        header = work.frame.msg.message().header
+        tracked = track_frame(self.tracker, work.frame.seq, rgb, header, query=work.query,
+                              model=cfg.model, lift=r.lift_3d, kit=r.kit)
+        if tracked is None:  # nothing grounded yet: the video still shows the frame
             if r.video is not None:
                 r.video.write(rgb)
             return
-        if out.refresh_reason:
+        if tracked.tracks.refresh_reason:
             r.reuse.clear()
-        header = work.frame.msg.message().header
-        lift = r.lift_3d(header, [o.mask for o in out.objects])
-        seg = tracks_msg(seq=work.frame.seq, header=header, query=work.query, model=cfg.model,
-                         tracks=out, objects=lift.objects, frame_id_3d=lift.frame_id,
-                         reasons_3d=[x.text if x else "" for x in lift.reasons],
-                         depth_fractions=lift.fractions, kit=r.kit,
-                         timings_ms={"preprocess": (t1 - t0) * 1e3, "mask": (t2 - t1) * 1e3})
-        seg.total_ms = float((time.monotonic() - t0) * 1e3)
-        r.out.write(cfg.topic("tracks"), t_ns, seg)
+        r.out.write(cfg.topic("tracks"), t_ns, tracked.message)
         r.summary.tracked_frames += 1
         if cfg.overlay or r.video is not None:
-            from stamp_ros.overlay import render_overlay
-
-            ids = [o.track_id for o in out.objects]
-            image = render_overlay(rgb, [o.mask for o in out.objects], seg.answer,
-                                   labels=[f"#{i}" for i in ids], colors=ids)
+            image = tracked.overlay()
             if cfg.overlay:
                 r.out.write(cfg.topic("overlay"), t_ns, r.kit.rgb8(image, header))
             if r.video is not None:

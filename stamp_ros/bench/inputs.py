@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stamp_ros.cli_options import read_image
+from stamp_ros.engine.options import read_image
 from stamp_ros.testing.checkpoint import TinyShape
 from stamp_ros.testing.images import sample_image
 

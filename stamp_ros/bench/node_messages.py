@@ -21,13 +21,10 @@ class NodeMessages:
         try:
             from std_msgs.msg import Header
 
-            from stamp_ros.overlay import union_mask
-            from stamp_ros.ros.convert import (
-                image_msg_to_rgb,
-                mono8_to_image_msg,
-                rgb_to_image_msg,
-            )
-            from stamp_ros.ros.results import segmentation_msg
+            from stamp_ros.msgs.convert import image_msg_to_rgb
+            from stamp_ros.pipeline.results import segmentation_msg
+            from stamp_ros.render.overlay import union_mask
+            from stamp_ros.ros.kit import mono8_to_image_msg, rclpy_kit, rgb_to_image_msg
         except Exception as exc:  # ImportError, or broken generated interfaces
             self.available, self.reason = False, f"{type(exc).__name__}: {exc}"
             return
@@ -38,6 +35,7 @@ class NodeMessages:
         self._mono8 = mono8_to_image_msg
         self._union = union_mask
         self._seg_msg = segmentation_msg
+        self._kit = rclpy_kit()
 
     def message(self, frame: np.ndarray) -> Any:
         """The frame as a camera would publish it (rgb8), or the array itself without ROS."""
@@ -53,7 +51,7 @@ class NodeMessages:
             return
         self._seg_msg(
             request_id="bench", query=query, header=self.header, result=result,
-            model="bench", wait_ms=0.0, convert_ms=0.0,
+            model="bench", wait_ms=0.0, convert_ms=0.0, kit=self._kit,
         )
         masks = [inst.mask for inst in result.instances]
         h, w = result.image_size[1], result.image_size[0]

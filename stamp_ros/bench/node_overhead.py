@@ -39,7 +39,7 @@ def run_node_overhead(args: argparse.Namespace) -> dict:
         from sensor_msgs.msg import CompressedImage
         from std_msgs.msg import Header
 
-        from stamp_ros.ros.results import segmentation_msg
+        from stamp_ros.pipeline.results import segmentation_msg
     except ImportError as exc:
         raise SystemExit(
             f"--node-overhead needs the ROS 2 messages (run scripts/setup): {exc}"
@@ -49,9 +49,10 @@ def run_node_overhead(args: argparse.Namespace) -> dict:
 
     from stamp_ros.engine.masks import grid_score, mask_area, mask_bbox
     from stamp_ros.engine.result import SegInstance, StampResult
-    from stamp_ros.overlay import render_overlay, union_mask
-    from stamp_ros.ros.compressed import compressed_msg_to_rgb
-    from stamp_ros.ros.convert import image_msg_to_rgb, mono8_to_image_msg, rgb_to_image_msg
+    from stamp_ros.msgs.compressed import compressed_msg_to_rgb
+    from stamp_ros.msgs.convert import image_msg_to_rgb
+    from stamp_ros.render.overlay import render_overlay, union_mask
+    from stamp_ros.ros.kit import mono8_to_image_msg, rclpy_kit, rgb_to_image_msg
 
     runs = args.repeats or (5 if args.quick else DEFAULT_RUNS)
     w, h = parse_size(args.size or DEFAULT_SIZE)
@@ -99,7 +100,7 @@ def run_node_overhead(args: argparse.Namespace) -> dict:
     def result_msg() -> object:
         return segmentation_msg(request_id="q1", query="Please segment the red mug.",
                                 header=header, result=result, model="bench", wait_ms=0.0,
-                                convert_ms=1.0)
+                                convert_ms=1.0, kit=rclpy_kit())
 
     stages: dict[str, Callable[[], object]] = {
         "rgb8_image_to_numpy": lambda: image_msg_to_rgb(rgb_msg),

@@ -1,7 +1,7 @@
 """The engine's defaults, in a module without torch so light front ends can share them.
 
-The node's parameter table (``stamp_ros.ros.params``), the CLI's options and the demo read these
-values without loading torch and transformers; the engine modules that use them
+The node's parameter table (``stamp_ros.pipeline.params``), the CLI's options and the demo read
+these values without loading torch and transformers; the engine modules that use them
 (``checkpoint``, ``preprocess``, ``segmenter``) import them from here. One definition each, so
 the documented defaults cannot drift from what the engine does.
 """

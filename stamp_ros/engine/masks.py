@@ -4,7 +4,7 @@ Part of the engine: the segmenter calls these once per result, so the CLI and th
 masks, boxes, areas and scores already computed the same way (the node never recomputes them).
 Functions accept numpy arrays and, where it pays off (upsampling on the model's device), torch
 tensors; they return the same kind they were given. The union of a result's masks, which only
-the front ends draw or publish, is :func:`stamp_ros.overlay.union_mask` (numpy, no torch).
+the front ends draw or publish, is :func:`stamp_ros.render.overlay.union_mask` (numpy, no torch).
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ class BagFrames:
     def frame(self, stamp_ns: int, t_ns: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB of the frame with header stamp ``stamp_ns`` logged at ``t_ns``."""
         from stamp_ros.bag.interfaces import COMPRESSED_IMAGE
-        from stamp_ros.ros.compressed import compressed_msg_to_rgb
-        from stamp_ros.ros.convert import image_msg_to_rgb
+        from stamp_ros.msgs.compressed import compressed_msg_to_rgb
+        from stamp_ros.msgs.convert import image_msg_to_rgb
 
         with self._lock:
             for _spec, _t, raw in self.bag.messages([self.spec], start_ns=t_ns, stop_ns=t_ns + 1):

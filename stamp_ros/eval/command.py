@@ -46,7 +46,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from stamp_ros.cli_options import add_model_options
+    from stamp_ros.engine.options import add_model_options
     from stamp_ros.eval.prompts import PROMPT_MODES
     from stamp_ros.eval.refer import BENCHMARKS
 
@@ -283,7 +283,7 @@ def _run(args: argparse.Namespace, names: list[str], splits: list) -> int:
                                 enabled=not args.quiet and dist.is_main)
 
         def make_segmenter() -> Any:
-            from stamp_ros.cli_options import segmenter_from_args
+            from stamp_ros.engine.options import segmenter_from_args
 
             logger.info("loading %s on %s", args.model, args.device)
             return segmenter_from_args(args)

@@ -196,7 +196,7 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
 
 
 def _caption_lines(text: str, width: int) -> list[str]:
-    from stamp_ros.overlay import displayable_ascii
+    from stamp_ros.render.overlay import displayable_ascii
 
     words, lines, line = displayable_ascii(text).split(), [], ""
     for word in words:

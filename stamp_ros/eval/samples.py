@@ -74,7 +74,7 @@ class Split:
 def read_rgb(path: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image file, read as ``stamp-ros segment`` reads it (PIL,
     ``convert("RGB")``, no EXIF rotation: the official evaluation does the same)."""
-    from stamp_ros.cli_options import read_image
+    from stamp_ros.engine.options import read_image
 
     try:
         return read_image(path)

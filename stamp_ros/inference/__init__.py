@@ -9,8 +9,16 @@ descriptors go over the pipe (protocol.py). :class:`InferencePool` (pool.py) run
 per device with the CPU thread budget. A process that dies is restarted and every request it
 owed is answered with an :class:`InferenceProcessDied` error (errors.py).
 
+Which request runs where is :mod:`~stamp_ros.inference.scheduler`'s business: the node's
+request queue (bounded by ``max_pending``) and one consumer thread per inference process (least
+busy first, continuous cameras pinned).
+
 The offline CLI and ``stamp-ros bag`` keep running the engine in their own process: the API is
 the same either way.
+
+May import: :mod:`stamp_ros.engine` (its error, result and default types on the node's side;
+the segmenter only in the child). Never rclpy or a message module (import-linter,
+``.importlinter``).
 """
 
 from stamp_ros.inference.errors import InferenceProcessDied, describe_failure, exit_reason

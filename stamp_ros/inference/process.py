@@ -27,7 +27,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from stamp_ros.inference import faults
 from stamp_ros.inference.errors import describe_failure
 from stamp_ros.inference.protocol import (
     Done,
@@ -135,7 +134,7 @@ class Server:
         try:
             result = seg.segment(
                 image, req.query, req.history,
-                progress=faults.inject(req.query, report),
+                progress=report,
                 should_cancel=lambda: cancelled(buf),
                 forced_answer_ids=req.forced_answer_ids,
                 image_in_first_turn=req.image_in_first_turn,

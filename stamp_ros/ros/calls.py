@@ -15,16 +15,34 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rclpy.action import CancelResponse
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
 from stamp_ros.action import Segment as SegmentAction
+from stamp_ros.inference.scheduler import InferenceWorker, Job
 from stamp_ros.msg import Segmentation
 from stamp_ros.ros.camera import Camera
-from stamp_ros.ros.worker import InferenceWorker, Job
 from stamp_ros.srv import Segment
 
 QUEUE_CANCEL_REASON = "cancelled: cancelled while waiting in the queue"
+FEEDBACK_DEPTH = 100
+"""History depth of the ~/segment action's feedback on both ends (the node's publisher, a
+planner's subscription: :mod:`stamp_ros.client` uses it): one goal sends a feedback per decoded
+token plus its stages, and with rclpy's default of 10 a client that is not spun while the node
+answers quickly keeps only the last 10, losing the first stages (seen in CI: the first stage a
+client saw was 'decode')."""
+ACTION_RESULT_TIMEOUT_S = 60
+"""How long a finished goal's result stays retrievable (Kilted's default is 10 s, Jazzy's 900 s):
+long enough for a slow planner, short enough that results carrying full-size masks do not pile
+up in memory."""
+
+
+def request_history_depth(max_pending: int) -> int:
+    """Reader history of the service and action servers: every caller of a burst of several
+    times ``max_pending`` simultaneous calls must reach the node (and be answered, if only with
+    "queue full"), never be overwritten in the DDS reader before the executor takes it."""
+    return max(100, 10 * max_pending)
 
 
 def end_goal(end: Callable[..., None], result: Any) -> None:
@@ -56,6 +74,25 @@ class SegmentCalls:
         self.cameras: dict[str, Camera] = {}
         self.wake: Any = None
         """A guard condition of the node: triggered when a job is answered (see answer())."""
+
+    def create_servers(self, max_pending: int, group: Any) -> tuple[Any, ActionServer]:
+        """The ``~/segment`` service and action server, with request queues deep enough for a
+        burst of calls (:func:`request_history_depth`) and a feedback queue that keeps a whole
+        goal's stages."""
+        node = self._node
+        calls_qos = QoSProfile(depth=request_history_depth(max_pending),
+                               reliability=ReliabilityPolicy.RELIABLE)
+        service = node.create_service(Segment, "~/segment", self.on_service,
+                                      qos_profile=calls_qos, callback_group=group)
+        action = ActionServer(
+            node, SegmentAction, "~/segment", self.on_goal,
+            goal_callback=lambda _goal: GoalResponse.ACCEPT, cancel_callback=self.on_cancel,
+            callback_group=group, goal_service_qos_profile=calls_qos,
+            result_service_qos_profile=calls_qos, cancel_service_qos_profile=calls_qos,
+            result_timeout=ACTION_RESULT_TIMEOUT_S,
+            feedback_pub_qos_profile=QoSProfile(depth=FEEDBACK_DEPTH,
+                                                reliability=ReliabilityPolicy.RELIABLE))
+        return service, action
 
     def job_for(self, request: Any, source: str) -> Job:
         """A Job from a service request or action goal (same fields)."""

@@ -12,8 +12,8 @@ import threading
 from collections import deque
 from typing import Any
 
-from stamp_ros.answer_reuse import AnswerReuse
-from stamp_ros.ros.frame_cache import FrameCache
+from stamp_ros.pipeline.answer_reuse import AnswerReuse
+from stamp_ros.pipeline.frame_cache import FrameCache
 
 DEPTH_BUFFER = 30
 """Depth images kept for pairing by stamp: one second of a 30 Hz depth stream."""

@@ -1,4 +1,4 @@
-"""numpy points / :class:`~stamp_ros.geometry.Object3D` -> ``PointCloud2`` and ``MarkerArray``.
+"""Points and :class:`~stamp_ros.spatial.geometry.Object3D` -> ``PointCloud2`` and ``MarkerArray``.
 
 Message building only, no node: the node, the CLI and tests share it, and it stays
 testable without spinning anything. ``sensor_msgs_py`` is not on PyPI, so the cloud is
@@ -23,8 +23,8 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from stamp_ros.geometry import Object3D
-from stamp_ros.palette import color_for
+from stamp_ros.render.palette import color_for
+from stamp_ros.spatial.geometry import Object3D
 
 __all__ = [
     "CLOUD_DTYPE",

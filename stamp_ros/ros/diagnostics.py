@@ -14,7 +14,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from stamp_ros.status3d import KINDS, Reason3D
+from stamp_ros.spatial.status3d import KINDS, Reason3D
 
 LATENCY_SAMPLES = 200
 

@@ -5,7 +5,8 @@ its lifecycle state (``~/get_state``), its parameters (``~/get_parameters``) and
 (``~/self_test``: role, camera, resolved topic of each), takes both sides' QoS from the graph,
 then subscribes to every streaming input (best effort + volatile, which matches any publisher;
 raw, so frames are counted without being deserialised) for ``seconds`` and records rates, sizes,
-stamps, encodings and the depth units. The result is a plain :class:`stamp_ros.doctor.Probe`.
+stamps, encodings and the depth units. The result is a plain
+:class:`stamp_ros.diagnosis.probe.Probe`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from stamp_ros.depth_units import check_depth
-from stamp_ros.doctor import Probe, ProbedInput, Sample
-from stamp_ros.input_verdict import MSG_TYPES, STREAM_ROLES
+from stamp_ros.diagnosis.depth_units import check_depth
+from stamp_ros.diagnosis.input_verdict import MSG_TYPES, STREAM_ROLES
+from stamp_ros.diagnosis.probe import Probe, ProbedInput, Sample
+from stamp_ros.diagnosis.qos_graph import endpoint_qos, node_fqn, peer, published_topics
+from stamp_ros.diagnosis.similar_topics import similar_topics
+from stamp_ros.msgs.convert import image_msg_to_array
 from stamp_ros.ros.camera import SerializedImage
-from stamp_ros.ros.convert import image_msg_to_array
-from stamp_ros.ros.qos_graph import endpoint_qos, node_fqn, peer, published_topics
-from stamp_ros.similar_topics import similar_topics
 
 PARAMS = ("model", "depth_scale", "depth_max_skew", "image_reliability", "use_compressed")
 DECODED = 5

@@ -3,7 +3,7 @@
 An integrator's most common "the node publishes nothing" is not a model bug but an input that
 never arrives: a camera whose QoS cannot match, a topic name that missed its namespace or remap,
 a matched publisher that sends nothing. :class:`InputWatch` notices each of these itself and
-says the fix in one line (the rules are :mod:`stamp_ros.input_verdict`):
+says the fix in one line (the rules are :mod:`stamp_ros.diagnosis.input_verdict`):
 
 * every subscription and publisher the node creates gets rclpy's incompatible-QoS event
   callback; the warning names the topic, the policy, both sides' values (the peer's from the
@@ -12,7 +12,7 @@ says the fix in one line (the rules are :mod:`stamp_ros.input_verdict`):
   nothing for ``input_timeout`` seconds is reported once per interval with its resolved name,
   its publisher count and the likely cause (similar topic names that do exist, or QoS/transport);
 * each depth image is checked against its encoding and ``depth_scale``
-  (:mod:`stamp_ros.depth_units`).
+  (:mod:`stamp_ros.diagnosis.depth_units`).
 
 Costs on the hot path: a clock read and a deque append per message, a ~4k-pixel median per
 depth image; everything else runs on a timer.
@@ -27,18 +27,18 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from stamp_ros.depth_units import check_depth
-from stamp_ros.input_monitor import InputMonitor
-from stamp_ros.input_verdict import MSG_TYPES, InputFacts, Verdict, diagnose, qos_fix
-from stamp_ros.qos_compat import (
+from stamp_ros.diagnosis.depth_units import check_depth
+from stamp_ros.diagnosis.input_monitor import InputMonitor
+from stamp_ros.diagnosis.input_verdict import MSG_TYPES, InputFacts, Verdict, diagnose, qos_fix
+from stamp_ros.diagnosis.qos_compat import (
     EndpointQos,
     describe,
     infer_peer_mismatch,
     mismatches,
     policy_from_event_kind,
 )
-from stamp_ros.ros.qos_graph import endpoint_qos, gid, node_fqn, peer, published_topics
-from stamp_ros.similar_topics import similar_topics
+from stamp_ros.diagnosis.qos_graph import endpoint_qos, gid, node_fqn, peer, published_topics
+from stamp_ros.diagnosis.similar_topics import similar_topics
 
 try:  # Iron and later
     from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
@@ -232,7 +232,7 @@ class InputWatch:
     def check_depth(self, endpoint: Endpoint, msg: Any) -> None:
         """Check one depth image against its encoding and ``depth_scale`` (a sparse median);
         warn when it looks wrong (again at most every DEPTH_WARN_PERIOD_S)."""
-        from stamp_ros.ros.convert import image_msg_to_array
+        from stamp_ros.msgs.convert import image_msg_to_array
 
         try:
             raw = image_msg_to_array(msg)

@@ -1,18 +1,18 @@
 """3D outputs of a request: masks + paired depth + CameraInfo -> objects, points and markers.
 
-The geometry is pure numpy (:mod:`stamp_ros.geometry`, :mod:`stamp_ros.ros.depth3d`); this
-module lifts a result's masks with the camera's depth, optionally moves them into
-``target_frame`` through tf2 (withholding the 3D, with the reason, when it cannot), and
-publishes ``~/points`` and ``~/markers``.
+The geometry is pure numpy (:mod:`stamp_ros.spatial.geometry`,
+:mod:`stamp_ros.spatial.depth3d`); this module lifts a result's masks with the camera's depth,
+optionally moves them into ``target_frame`` through tf2 (withholding the 3D, with the reason,
+when it cannot), and publishes ``~/points`` and ``~/markers``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stamp_ros import status3d
 from stamp_ros.ros.camera import Camera
-from stamp_ros.ros.depth3d import Lift3D, lift_frame, transform_objects
+from stamp_ros.spatial import status3d
+from stamp_ros.spatial.depth3d import Lift3D, lift_frame, transform_objects
 
 THROTTLE_S = 10.0
 """A missing depth pairing or transform is logged at most this often per cause."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from stamp_ros.ros.params import Param
+from stamp_ros.pipeline.params import Param
 
 
 def parameter_descriptor(spec: Param) -> ParameterDescriptor:

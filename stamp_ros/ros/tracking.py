@@ -27,14 +27,15 @@ from typing import Any
 import cv2
 from sensor_msgs.msg import CompressedImage
 
+from stamp_ros.inference.scheduler import Job
+from stamp_ros.msgs.compressed import compressed_msg_to_rgb
+from stamp_ros.msgs.convert import image_msg_to_rgb
+from stamp_ros.pipeline.frame_cache import Frame
+from stamp_ros.pipeline.tracking_step import ground_tracks, track_frame
 from stamp_ros.ros.camera import Camera, as_message
-from stamp_ros.ros.compressed import compressed_msg_to_rgb
-from stamp_ros.ros.convert import image_msg_to_rgb, rgb_to_image_msg
-from stamp_ros.ros.frame_cache import Frame
+from stamp_ros.ros.kit import rclpy_kit, rgb_to_image_msg
 from stamp_ros.ros.objects3d import ObjectLifter
-from stamp_ros.ros.results import ModelAnswer, mark_tracked, tracks_msg
-from stamp_ros.ros.worker import Job
-from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame
+from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds
 
 GIL_SWITCH_INTERVAL_S = 0.001
 """The tracking thread shares the node's Python process with the executor (intake, calls) and
@@ -221,56 +222,38 @@ class TrackStream:
                                       f"failed: {type(exc).__name__}: {exc}")
 
     def process(self, camera: Camera, frame: Frame) -> None:
-        """One frame (what the thread does with each): convert, step the tracker, publish
-        ``~/tracks`` (and the overlay)."""
+        """One frame (what the thread does with each): convert, track
+        (:func:`~stamp_ros.pipeline.tracking_step.track_frame`), publish ``~/tracks`` (and the
+        overlay)."""
         state = self._state(camera, camera.continuous_query)
         if state is None:
             return
-        t0 = time.monotonic()
         msg = as_message(frame.msg)
         rgb = (compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage)
                else image_msg_to_rgb(msg))
-        config = tracker_config(self._param)
-        state.tracker.config = config
-        work = working_frame(rgb, config.max_side)
-        t1 = time.monotonic()
-        out = state.tracker.step(frame.seq, work)
-        t2 = time.monotonic()
-        if out is None:
+        state.tracker.config = tracker_config(self._param)
+
+        def lift(header: Any, masks: list) -> Any:
+            return self._lifter.lift_masks(
+                camera, header, masks, depth_max_skew=float(self._param("depth_max_skew")),
+                depth_scale=float(self._param("depth_scale")),
+                target_frame=str(self._param("target_frame")))
+
+        tracked = track_frame(state.tracker, frame.seq, rgb, msg.header, query=state.query,
+                              model=str(self._param("model")), lift=lift, kit=rclpy_kit(),
+                              received=frame.received)
+        if tracked is None:
             return
-        if out.refresh_reason:
-            self._ask_fresh_answer(camera, state, out.refresh_reason)
-        if self._state(camera, state.query) is not state:
-            return  # the query changed meanwhile: these tracks are no longer wanted
-        header = msg.header
-        lift = self._lifter.lift_masks(
-            camera, header, [o.mask for o in out.objects],
-            depth_max_skew=float(self._param("depth_max_skew")),
-            depth_scale=float(self._param("depth_scale")),
-            target_frame=str(self._param("target_frame")))
-        seg = tracks_msg(seq=frame.seq, header=header, query=state.query,
-                         model=str(self._param("model")), tracks=out, objects=lift.objects,
-                         frame_id_3d=lift.frame_id,
-                         reasons_3d=[r.text if r else "" for r in lift.reasons],
-                         depth_fractions=lift.fractions, timings_ms={
-                             "wait": (t0 - frame.received) * 1e3,
-                             "preprocess": (t1 - t0) * 1e3,
-                             "mask": (t2 - t1) * 1e3})
+        if tracked.tracks.refresh_reason:
+            self._ask_fresh_answer(camera, state, tracked.tracks.refresh_reason)
         outputs = camera.outputs
-        if not outputs:
-            return
-        seg.postprocess_ms = float((time.monotonic() - t2) * 1e3)
-        seg.total_ms = float((time.monotonic() - frame.received) * 1e3)
-        outputs["tracks"].publish(seg)
+        if self._state(camera, state.query) is not state or not outputs:
+            return  # the query changed meanwhile: these tracks are no longer wanted
+        outputs["tracks"].publish(tracked.message)
         self.published += 1
         overlay_pub = outputs["overlay"]
         if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0:
-            from stamp_ros.overlay import render_overlay
-
-            ids = [o.track_id for o in out.objects]
-            overlay = render_overlay(rgb, [o.mask for o in out.objects], seg.answer,
-                                     labels=[f"#{i}" for i in ids], colors=ids)
-            overlay_pub.publish(rgb_to_image_msg(overlay, header))
+            overlay_pub.publish(rgb_to_image_msg(tracked.overlay(), msg.header))
 
     def _ask_fresh_answer(self, camera: Camera, state: _CameraTracking, reason: str) -> None:
         """A lost track or a scene change: the next model run writes its answer afresh."""
@@ -282,20 +265,15 @@ class TrackStream:
                            "answer")
 
     # ------------------------------------------------------------------ model answers
-    def ground(self, job: Any, header: Any, rgb: Any, result: Any, seg: Any) -> None:
+    def ground(self, job: Any, rgb: Any, result: Any, seg: Any) -> None:
         """A continuous-mode answer (inference thread): ground the camera's tracks on it and
-        fill the track ids of its ``~/result``."""
+        fill the track ids of its ``~/result``
+        (:func:`~stamp_ros.pipeline.tracking_step.ground_tracks`)."""
         camera: Camera = job.camera
         if job.source != "continuous" or job.frame is None or not self.enabled():
             return
         state = self._state(camera, job.query)
         if state is None:
             return
-        config = tracker_config(self._param)
-        state.tracker.config = config
-        answer = ModelAnswer(stamp=header.stamp, answer=result.text,
-                             answer_reused=bool(seg.answer_reused), request_id=seg.request_id)
-        ids = state.tracker.ground(job.frame.seq, working_frame(rgb, config.max_side),
-                                   [inst.mask for inst in result.instances],
-                                   [inst.score for inst in result.instances], grounding=answer)
-        mark_tracked(seg, ids)
+        state.tracker.config = tracker_config(self._param)
+        ground_tracks(state.tracker, job.frame.seq, rgb, result, seg)

@@ -3,7 +3,7 @@
 ``sample_image`` is the picture the generated checkpoints are calibrated on and every engine test
 and benchmark feeds the model; ``array_to_image_msg`` writes any encoding and byte layout a camera
 or a bag from another machine may send (padded rows, big-endian), so each reader path of
-:mod:`stamp_ros.ros.convert` can be exercised. Neither belongs in the node: a node only reads
+:mod:`stamp_ros.msgs.convert` can be exercised. Neither belongs in the node: a node only reads
 such messages, and builds its own outputs with ``rgb_to_image_msg`` / ``mono8_to_image_msg``.
 """
 
@@ -40,13 +40,14 @@ def array_to_image_msg(
 ) -> Any:
     """A raw array as a ``sensor_msgs/Image`` of any supported encoding.
 
-    The inverse of :func:`stamp_ros.ros.convert.image_msg_to_array`: ``arr`` has the layout that
+    The inverse of :func:`stamp_ros.msgs.convert.image_msg_to_array`: ``arr`` has the layout that
     function returns ((H, W) or (H, W, C) of the encoding's dtype, (H, W, 2) uint8 for packed
     YUV 4:2:2, (1.5*H, W) uint8 for NV12/NV21). ``is_bigendian`` and a ``step`` larger than the
     row size produce the byte layouts other machines send, so every reader path can be tested;
     padding bytes get ``pad_value`` so a reader that leaks them is caught.
     """
-    from stamp_ros.ros.convert import build_image_msg, encoding_layout
+    from stamp_ros.msgs.convert import encoding_layout
+    from stamp_ros.ros.kit import build_image_msg
 
     dtype, channels, kind = encoding_layout(encoding)
     a = np.asarray(arr)

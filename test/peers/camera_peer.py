@@ -22,7 +22,7 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from stamp_ros.ros.convert import rgb_to_image_msg
+from stamp_ros.ros.kit import rgb_to_image_msg
 from stamp_ros.testing.images import array_to_image_msg
 
 WIDTH, HEIGHT = 160, 120

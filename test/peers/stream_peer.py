@@ -27,7 +27,7 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from stamp_ros.ros.convert import rgb_to_image_msg
+from stamp_ros.ros.kit import rgb_to_image_msg
 
 
 def build_frames(width: int, height: int, count: int = 2) -> list[Image]:

@@ -23,21 +23,17 @@ from std_msgs.msg import String
 from stamp_ros.engine.errors import EngineError, InferenceCancelled
 from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.inference.errors import describe_failure
+from stamp_ros.inference.scheduler import Job
 from stamp_ros.msg import Segmentation
+from stamp_ros.msgs.compressed import compressed_msg_to_rgb
+from stamp_ros.msgs.convert import ImageConversionError, image_msg_to_rgb
+from stamp_ros.pipeline.conversations import Conversation, ConversationStore
+from stamp_ros.pipeline.frame_cache import NoFreshFrame
+from stamp_ros.pipeline.results import error_msg, segmentation_msg
 from stamp_ros.ros.camera import Camera, as_message
-from stamp_ros.ros.compressed import compressed_msg_to_rgb
-from stamp_ros.ros.conversations import Conversation, ConversationStore
-from stamp_ros.ros.convert import (
-    ImageConversionError,
-    image_msg_to_rgb,
-    mono8_to_image_msg,
-    rgb_to_image_msg,
-)
 from stamp_ros.ros.diagnostics import Stats
-from stamp_ros.ros.frame_cache import NoFreshFrame
+from stamp_ros.ros.kit import mono8_to_image_msg, rclpy_kit, rgb_to_image_msg
 from stamp_ros.ros.objects3d import ObjectLifter
-from stamp_ros.ros.results import error_msg, segmentation_msg
-from stamp_ros.ros.worker import Job
 
 
 def _ms(seconds: float) -> float:
@@ -89,7 +85,8 @@ class RequestPipeline:
         elif job.frame is not None:
             header = as_message(job.frame.msg).header
         self._finish(job, error_msg(request_id=job.request_id, query=job.query, error=reason,
-                                    header=header, model=str(self._param("model"))))
+                                    header=header, model=str(self._param("model")),
+                                    kit=rclpy_kit()))
 
     # ------------------------------------------------------------------ on the worker thread
     def handle(self, job: Job) -> None:
@@ -147,26 +144,29 @@ class RequestPipeline:
                 model=model, wait_ms=wait_ms, convert_ms=convert_ms, objects=lift.objects,
                 frame_id_3d=lift.frame_id,
                 reasons_3d=[r.text if r else "" for r in lift.reasons],
-                depth_fractions=lift.fractions)
+                depth_fractions=lift.fractions, kit=rclpy_kit())
             seg.turn = turn
             seg.frame_age_ms = float(_ms(frame_age_s))
             seg.answer_reused = forced is not None
             if continuous and self.tracking is not None:
-                self.tracking.ground(job, header, rgb, result, seg)
+                self.tracking.ground(job, rgb, result, seg)
             seg.postprocess_ms += float(_ms(time.monotonic() - t_post))
             self._finish(job, seg, rgb, [inst.mask for inst in result.instances])
         except InferenceCancelled as exc:
             self._finish(job, error_msg(request_id=job.request_id, query=job.query,
-                                        error=f"cancelled: {exc}", header=header, model=model))
+                                        error=f"cancelled: {exc}", header=header, model=model,
+                                        kit=rclpy_kit()))
         except (NoFreshFrame, ImageConversionError, EngineError, ValueError) as exc:
             self._finish(job, error_msg(request_id=job.request_id, query=job.query,
-                                        error=str(exc), header=header, model=model))
+                                        error=str(exc), header=header, model=model,
+                                        kit=rclpy_kit()))
         except Exception as exc:  # CUDA OOM and anything unexpected: report, keep serving
             error = describe_failure(exc)
             self._log.error(f"inference failed for {job.request_id}: {error}")
             free_cuda_cache()
             self._finish(job, error_msg(request_id=job.request_id, query=job.query,
-                                        error=error, header=header, model=model))
+                                        error=error, header=header, model=model,
+                                        kit=rclpy_kit()))
 
     def _record_turn(self, job: Job, conversation: Conversation | None, pinned: bool,
                      msg: Any, frame_age_s: float, segmenter: Any, result: Any) -> int:
@@ -241,7 +241,7 @@ class RequestPipeline:
         outputs["answer"].publish(String(data=result.answer))
         if frame_rgb is None:
             return
-        from stamp_ros.overlay import render_overlay, union_mask
+        from stamp_ros.render.overlay import render_overlay, union_mask
 
         union = union_mask(masks or [], frame_rgb.shape[:2])
         outputs["mask"].publish(mono8_to_image_msg(union, result.header))

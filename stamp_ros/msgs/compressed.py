@@ -1,6 +1,6 @@
 """sensor_msgs ``CompressedImage`` -> numpy: JPEG/PNG colour and ``compressedDepth`` images.
 
-The same rules as :mod:`stamp_ros.ros.convert`: the payload comes from the network, so the
+The same rules as :mod:`stamp_ros.msgs.convert`: the payload comes from the network, so the
 declared image size is read from the PNG/JPEG header and checked against ``MAX_PIXELS`` *before*
 OpenCV decodes (a tiny file can declare a gigapixel image), and every failure is an
 :class:`ImageConversionError`.
@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stamp_ros.ros.convert import MAX_PIXELS, ImageConversionError, as_uint8_buffer, scale16_to_8
+from stamp_ros.msgs.convert import MAX_PIXELS, ImageConversionError, as_uint8_buffer, scale16_to_8
 
 __all__ = ["compressed_depth_to_array", "compressed_msg_to_rgb"]
 

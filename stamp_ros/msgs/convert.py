@@ -1,4 +1,4 @@
-"""sensor_msgs ``Image`` / ``CompressedImage`` <-> numpy, for every common encoding.
+"""sensor_msgs ``Image`` -> numpy, for every common encoding (and the layout of each encoding).
 
 There is no usable cv_bridge for ROS 2 on PyPI (the ``cv-bridge`` wheel is a ROS 1 port that
 breaks on NumPy 2 and OpenCV 5 and silently mangles 16UC1), so the node converts images itself.
@@ -13,14 +13,13 @@ Design rules, each one learnt from a way image callbacks go wrong on robots:
   data from some industrial cameras and from rosbag files recorded on other machines.
 * Incoming data is read through strided numpy *views* of ``msg.data`` (no copy) and copied only
   when a conversion has to produce new pixels anyway.
-* Outgoing data is assigned as ``array.array('B')`` filled with ``frombytes``: Humble asserts
-  field types on every assignment, where ``bytes`` of a 1080p frame take ~0.7 s to check and an
-  ndarray is rejected outright.
+
+The other direction (numpy -> rclpy ``Image``) builds rclpy messages, so it lives with the node:
+:mod:`stamp_ros.ros.kit`.
 """
 
 from __future__ import annotations
 
-import array
 import re
 from typing import Any
 
@@ -31,12 +30,9 @@ __all__ = [
     "MAX_PIXELS",
     "ImageConversionError",
     "as_uint8_buffer",
-    "build_image_msg",
     "encoding_layout",
     "image_msg_to_array",
     "image_msg_to_rgb",
-    "mono8_to_image_msg",
-    "rgb_to_image_msg",
     "scale16_to_8",
 ]
 
@@ -325,74 +321,3 @@ def image_msg_to_rgb(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 "use image_msg_to_array"
             )
     return np.ascontiguousarray(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# numpy -> Image
-
-
-def build_image_msg(
-    header: Any, height: int, width: int, encoding: str, step: int, bigendian: bool, raw: Any
-) -> Any:
-    """A ``sensor_msgs/Image`` from raw bytes, with exactly the Python types Humble accepts.
-
-    Public so that every writer of image messages (the ones below, and the any-layout test
-    builder in :mod:`stamp_ros.testing.images`) goes through the one place that knows Humble's
-    field assertions.
-    """
-    from sensor_msgs.msg import Image
-
-    msg = Image()
-    if header is not None:
-        msg.header = header
-    msg.height = int(height)
-    msg.width = int(width)
-    msg.encoding = str(encoding)
-    msg.is_bigendian = 1 if bigendian else 0
-    msg.step = int(step)
-    data = array.array("B")
-    data.frombytes(raw)  # one copy; raw is any contiguous byte buffer
-    msg.data = data
-    return msg
-
-
-def _flat_bytes(a: np.ndarray) -> np.ndarray:
-    """A flat uint8 view of ``a`` (copying only if it is not C-contiguous)."""
-    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-
-
-def rgb_to_image_msg(rgb: np.ndarray, header: Any = None, encoding: str = "rgb8") -> Any:
-    """An (H, W, 3) uint8 RGB array as a ``sensor_msgs/Image`` (``rgb8`` or ``bgr8``).
-
-    ``header`` is attached as is (``None``: an empty header), so results stay stamped with
-    the source frame's time and frame_id.
-    """
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
-    if encoding == "bgr8":
-        rgb = rgb[..., ::-1]
-    elif encoding != "rgb8":
-        raise ValueError(f"rgb_to_image_msg writes rgb8 or bgr8, not {encoding!r}")
-    h, w = rgb.shape[:2]
-    return build_image_msg(header, h, w, encoding, w * 3, False, _flat_bytes(rgb))
-
-
-def mono8_to_image_msg(mask_uint8: np.ndarray, header: Any = None) -> Any:
-    """An (H, W) mask as a ``mono8`` ``sensor_msgs/Image``.
-
-    uint8 values are sent unchanged (use 0/255 for a mask RViz shows visibly); a bool mask is
-    written as 0/255 since a 0/1 image looks all black.
-    """
-    mask = np.asarray(mask_uint8)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.ndim != 2:
-        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
-    if mask.dtype == np.bool_:
-        mask = mask.view(np.uint8) * np.uint8(255)
-    elif mask.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 or bool mask, got {mask.dtype}")
-    h, w = mask.shape
-    return build_image_msg(header, h, w, "mono8", w, False, _flat_bytes(mask))
-

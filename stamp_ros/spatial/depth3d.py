@@ -1,9 +1,10 @@
 """Depth pairing and 3D lifting for the node and ``stamp-ros bag``: message plumbing around
-stamp_ros.geometry.
+stamp_ros.spatial.geometry.
 
-The geometry itself is pure numpy (stamp_ros.geometry); this module chooses the depth image for
-a colour frame, converts messages, applies an optional transform and says, per object, why it
-has no 3D (:mod:`stamp_ros.status3d`). No rclpy: the bag command uses it with rosbags messages.
+The geometry itself is pure numpy (stamp_ros.spatial.geometry); this module chooses the depth
+image for a colour frame, converts messages, applies an optional transform and says, per object,
+why it has no 3D (:mod:`stamp_ros.spatial.status3d`). No rclpy: the bag command uses it with
+rosbags messages.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from stamp_ros import status3d
-from stamp_ros.geometry import (
+from stamp_ros.msgs.convert import ImageConversionError, image_msg_to_array
+from stamp_ros.spatial import status3d
+from stamp_ros.spatial.geometry import (
     MIN_POINTS,
     CameraIntrinsics,
     Object3D,
@@ -26,8 +28,7 @@ from stamp_ros.geometry import (
     transform_points,
     valid_depth_fraction,
 )
-from stamp_ros.ros.convert import ImageConversionError, image_msg_to_array
-from stamp_ros.status3d import Reason3D
+from stamp_ros.spatial.status3d import Reason3D
 
 
 def _seconds(stamp: Any) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stamp_ros.qos_compat import EndpointQos, Mismatch, describe, mismatches
+from stamp_ros.diagnosis.qos_compat import EndpointQos, Mismatch, describe, mismatches
 
 __all__ = ["MSG_TYPES", "InputFacts", "Peer", "Verdict", "diagnose", "qos_fix", "qos_problems"]
 
@@ -64,7 +64,8 @@ class InputFacts:
     required: bool = True
     """False for depth/camera_info that are not configured: no publisher is then fine."""
     similar: tuple[str, ...] = ()
-    """Published topics of the same type with a similar name (:mod:`stamp_ros.similar_topics`)."""
+    """Published topics of the same type with a similar name
+    (:mod:`stamp_ros.diagnosis.similar_topics`)."""
     input_timeout: float = 0.0
     extra_problems: tuple[str, ...] = field(default_factory=tuple)
     """Other findings that make the input wrong although data arrives (depth units, ...)."""

@@ -2,14 +2,13 @@
 
 Kept apart from the node so the message layout is tested without spinning anything. The same
 functions build the node's rclpy messages and the ``stamp-ros bag`` command's rosbags messages:
-the message classes come from a :class:`MessageKit`. The default kit (rclpy's generated classes)
-is imported on first use, so the offline path never imports rclpy while both fill every field
-with exactly the same code.
+the message classes come from a :class:`MessageKit` (:class:`stamp_ros.ros.kit.RclpyKit` in the
+node, :class:`stamp_ros.bag.interfaces.RosbagsKit` in the bag), so the offline path never imports
+rclpy while both fill every field with exactly the same code.
 """
 
 from __future__ import annotations
 
-import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,19 +16,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from stamp_ros.engine.result import SegInstance, StampResult
-from stamp_ros.geometry import Object3D
-from stamp_ros.ros.convert import mono8_to_image_msg
-from stamp_ros.status3d import no_depth
+from stamp_ros.spatial.geometry import Object3D
+from stamp_ros.spatial.status3d import no_depth
 
 __all__ = [
     "MessageKit",
     "ModelAnswer",
-    "RclpyKit",
     "error_msg",
     "fill_3d",
     "instance_msg",
     "mark_tracked",
-    "rclpy_kit",
     "segmentation_msg",
     "tracks_msg",
 ]
@@ -58,54 +54,11 @@ class MessageKit(Protocol):
         """The value of a ``float32[]`` field holding ``values``."""
 
 
-def _bytes_array(values: np.ndarray, typecode: str) -> array.array:
-    out = array.array(typecode)
-    out.frombytes(np.ascontiguousarray(values).tobytes())
-    return out
-
-
-class RclpyKit:
-    """The node's kit: rclpy's generated classes; sequences as ``array.array``, the one type
-    Humble's field assertions accept without a per-element check."""
-
-    def __init__(self) -> None:
-        from stamp_ros.msg import Instance, Segmentation
-
-        self._instance, self._segmentation = Instance, Segmentation
-
-    def segmentation(self) -> Any:
-        return self._segmentation()
-
-    def instance(self) -> Any:
-        return self._instance()
-
-    def mono8(self, mask: np.ndarray, header: Any) -> Any:
-        return mono8_to_image_msg(mask, header)
-
-    def uint8_seq(self, values: np.ndarray) -> array.array:
-        return _bytes_array(np.asarray(values, dtype=np.uint8), "B")
-
-    def float32_seq(self, values: np.ndarray) -> array.array:
-        return _bytes_array(np.asarray(values, dtype=np.float32), "f")
-
-
-_RCLPY_KIT: RclpyKit | None = None
-
-
-def rclpy_kit() -> RclpyKit:
-    """The shared rclpy kit, created on first use (imports the generated interfaces)."""
-    global _RCLPY_KIT
-    if _RCLPY_KIT is None:
-        _RCLPY_KIT = RclpyKit()
-    return _RCLPY_KIT
-
-
 def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
-                 frame_id_3d: str = "", *, kit: MessageKit | None = None,
+                 frame_id_3d: str = "", *, kit: MessageKit,
                  status_3d: str = "", valid_depth_fraction: float = 0.0) -> Any:
     """One Instance; without ``obj`` its ``status_3d`` says why (``status_3d``, by default
     "no depth received")."""
-    kit = kit or rclpy_kit()
     msg = kit.instance()
     msg.mask = kit.mono8(inst.mask.astype(bool), header)
     gh, gw = inst.grid.shape
@@ -152,11 +105,10 @@ def segmentation_msg(
     frame_id_3d: str = "",
     reasons_3d: Sequence[str] | None = None,
     depth_fractions: Sequence[float] | None = None,
-    kit: MessageKit | None = None,
+    kit: MessageKit,
 ) -> Any:
     """A successful result; ``objects`` (3D per instance or None), ``reasons_3d`` (why an
     instance has none) and ``depth_fractions`` (valid-depth share of its mask) as lifted."""
-    kit = kit or rclpy_kit()
     msg = kit.segmentation()
     msg.header = header
     msg.request_id = request_id
@@ -185,8 +137,8 @@ def segmentation_msg(
 
 
 def error_msg(*, request_id: str, query: str, error: str, header: Any = None,
-              model: str = "", wait_ms: float = 0.0, kit: MessageKit | None = None) -> Any:
-    msg = (kit or rclpy_kit()).segmentation()
+              model: str = "", wait_ms: float = 0.0, kit: MessageKit) -> Any:
+    msg = kit.segmentation()
     if header is not None:
         msg.header = header
     msg.request_id = request_id
@@ -215,13 +167,12 @@ def tracks_msg(*, seq: int, header: Any, query: str, model: str, tracks: Any,
                reasons_3d: Sequence[str] | None = None,
                depth_fractions: Sequence[float] | None = None,
                timings_ms: dict[str, float] | None = None,
-               kit: MessageKit | None = None) -> Any:
+               kit: MessageKit) -> Any:
     """The ``~/tracks`` Segmentation of one frame from the tracker's
     :class:`~stamp_ros.tracking.FrameTracks`: every live track as an Instance with its
     ``track_id``, the frame's own header, ``propagated`` and ``model_stamp``; its 3D (or the
     reason it has none) as :func:`segmentation_msg` fills it. Tracked instances carry no patch
     grid (that is the model's, on ``~/result``)."""
-    kit = kit or rclpy_kit()
     answer: ModelAnswer = tracks.grounding
     msg = kit.segmentation()
     msg.header = header

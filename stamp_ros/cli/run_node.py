@@ -1,4 +1,4 @@
-"""Run the stamp_ros node: ``python -m stamp_ros.run_node [--ros-args ...]``.
+"""Run the stamp_ros node: ``python -m stamp_ros.cli.run_node [--ros-args ...]``.
 
 The entry point behind ``ros2 run stamp_ros stamp_node`` (``lib/stamp_ros/stamp_node``), the
 launch file, the demo and the tests. It configures and activates the node, spins it on a
@@ -15,7 +15,7 @@ from rclpy.exceptions import InvalidParameterValueException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from stamp_ros.ros.malloc import return_large_buffers_to_the_os
+from stamp_ros.cli.malloc import return_large_buffers_to_the_os
 from stamp_ros.ros.node import StampNode
 
 
@@ -27,7 +27,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         node = StampNode()
     except (InvalidParameterValueException, ParameterException) as exc:  # bad --ros-args -p
-        logging.getLogger("stamp_ros.run_node").critical(f"bad parameter: {exc}")
+        logging.getLogger("stamp_ros.cli.run_node").critical(f"bad parameter: {exc}")
         rclpy.try_shutdown()
         return 1
     # One executor thread is enough and is faster: no callback waits for the model (service and

@@ -1,17 +1,18 @@
 """rclpy's view of the ROS graph as the plain facts the ROS-free rules take.
 
-``QoSProfile`` -> :class:`stamp_ros.qos_compat.EndpointQos`, ``TopicEndpointInfo`` ->
-:class:`stamp_ros.input_verdict.Peer`, and the topics that have a publisher. Used by the node
-(input_watch.py) and by ``stamp-ros doctor`` (doctor_probe.py).
+``QoSProfile`` -> :class:`stamp_ros.diagnosis.qos_compat.EndpointQos`, ``TopicEndpointInfo``
+-> :class:`stamp_ros.diagnosis.input_verdict.Peer`, and the topics that have a publisher. Used
+by the node (ros/input_watch.py) and by ``stamp-ros doctor`` (ros/doctor_probe.py). Duck-typed:
+it reads what rclpy returns and imports nothing of ROS.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stamp_ros.input_verdict import Peer
-from stamp_ros.qos_compat import EndpointQos
-from stamp_ros.similar_topics import hidden
+from stamp_ros.diagnosis.input_verdict import Peer
+from stamp_ros.diagnosis.qos_compat import EndpointQos
+from stamp_ros.diagnosis.similar_topics import hidden
 
 _LONGEST_FINITE_NS = 2**62
 """Durations at or above this are rmw's "infinite" / "best available" markers."""

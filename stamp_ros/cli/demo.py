@@ -116,7 +116,7 @@ def _run(args: Any) -> int:
 
     import rclpy  # imported late: the offline fallback above must not need ROS
 
-    from stamp_ros.dds_profile import PROFILE_VARIABLES, large_image_env
+    from stamp_ros.cli.dds_profile import PROFILE_VARIABLES, large_image_env
 
     env = dict(os.environ)
     with _domain(env) as domain_id:
@@ -127,7 +127,7 @@ def _run(args: Any) -> int:
         os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
                                                "ROS_LOCALHOST_ONLY", *PROFILE_VARIABLES)
                            if k in env})
-        cmd = [sys.executable, "-m", "stamp_ros.run_node", "--ros-args",
+        cmd = [sys.executable, "-m", "stamp_ros.cli.run_node", "--ros-args",
                "-p", f"model:={model}", "-p", f"device:={args.device}",
                "-p", "stats_period:=0.0", "-r", "image:=/demo/image"]
         log_path = out_dir / "node.log"
@@ -175,7 +175,8 @@ def _drive(rclpy: Any, domain_id: int, node: subprocess.Popen, images: list, que
     from sensor_msgs.msg import Image
 
     from stamp_ros.client import StampClient
-    from stamp_ros.ros.convert import image_msg_to_rgb, rgb_to_image_msg
+    from stamp_ros.msgs.convert import image_msg_to_rgb
+    from stamp_ros.ros.kit import rgb_to_image_msg
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)

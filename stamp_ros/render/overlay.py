@@ -1,7 +1,7 @@
 """Human-facing renderings of a result: the coloured overlay for RViz and the union mask.
 
 numpy + OpenCV only (no ROS), so the CLI can write the same overlay the node publishes.
-Colours come from :mod:`stamp_ros.palette`, so instance ``i`` looks the same in the overlay,
+Colours come from :mod:`stamp_ros.render.palette`, so instance ``i`` looks the same in the overlay,
 the RViz markers and the point cloud.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from stamp_ros.palette import color_for
+from stamp_ros.render.palette import color_for
 
 __all__ = ["displayable_ascii", "render_overlay", "union_mask"]
 

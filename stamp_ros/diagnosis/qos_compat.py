@@ -6,7 +6,7 @@ liveliness and its lease). When they do not match, nothing is delivered and noth
 unless someone listens for the incompatible-QoS event: the most common reason a perception node
 "receives nothing" from a camera driver. The rules and the wording live here, free of rclpy, so
 the node (at the event) and ``stamp-ros doctor`` (from the graph) say the same thing and the
-rules are tested without DDS. :mod:`stamp_ros.ros.qos_graph` converts rclpy's profiles to
+rules are tested without DDS. :mod:`stamp_ros.diagnosis.qos_graph` converts rclpy's profiles to
 :class:`EndpointQos`.
 """
 

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from stamp_ros.cli_options import add_model_options, read_image, segmenter_from_args
 from stamp_ros.engine.errors import CheckpointError, EngineError, InputError
+from stamp_ros.engine.options import add_model_options, read_image, segmenter_from_args
 
 logger = logging.getLogger("stamp_ros.cli")
 
@@ -134,7 +134,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
-    from stamp_ros.demo import register
+    from stamp_ros.cli.demo import register
 
     register(sub)
 
@@ -152,7 +152,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def register_doctor(sub: argparse._SubParsersAction) -> None:
-    from stamp_ros.doctor import register
+    from stamp_ros.cli.doctor import register
 
     register(sub)
 

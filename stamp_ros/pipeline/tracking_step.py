@@ -1,0 +1,104 @@
+"""One tracked frame, and the grounding of tracks on a model answer: the node's and the bag's.
+
+The node (:class:`stamp_ros.ros.tracking.TrackStream`, a thread beside the executor) and
+``stamp-ros bag --track`` (:class:`stamp_ros.bag.tracking.TrackReplay`, in bag time) differ in
+*when* a frame is tracked and an answer arrives; *what* happens then is written once, here:
+
+* :func:`track_frame`: the frame at the tracker's working size, one
+  :meth:`~stamp_ros.tracking.QueryTracker.step`, the tracks lifted to 3D by the caller's lifter
+  (the node's with tf2, the bag's in the camera frame), and the ``~/tracks`` message;
+* :meth:`TrackedFrame.overlay`: the frame with the tracks drawn and labelled ``#<track id>``;
+* :func:`ground_tracks`: a model answer's masks handed to the tracker (on the answered frame)
+  and the track ids written into the answer's ``~/result``.
+
+A tracked frame whose :attr:`~stamp_ros.tracking.FrameTracks.refresh_reason` is set (a lost
+track, a scene change) asks the caller to clear its answer reuse, so the next model run writes
+its answer afresh; both callers do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stamp_ros.pipeline.results import MessageKit, ModelAnswer, mark_tracked, tracks_msg
+from stamp_ros.spatial.depth3d import Lift3D
+from stamp_ros.tracking import FrameTracks, QueryTracker, working_frame
+
+__all__ = ["Lifter", "TrackedFrame", "ground_tracks", "track_frame"]
+
+Lifter = Callable[[Any, list[np.ndarray]], Lift3D]
+"""``(header, full-size masks) -> Lift3D``: the caller's 3D step for one frame's objects."""
+
+
+@dataclass
+class TrackedFrame:
+    """What one frame's tracking step produced."""
+
+    tracks: FrameTracks
+    """The tracker's output: the live tracks (ids, full-size masks) and a refresh reason."""
+    message: Any
+    """The frame's ``~/tracks`` Segmentation (its own header, the tracks' 3D)."""
+    rgb: np.ndarray
+    """The frame the tracks were carried onto (the overlay is drawn on it)."""
+
+    def overlay(self) -> np.ndarray:
+        """The frame with every track drawn in its id's colour and labelled ``#<id>``."""
+        from stamp_ros.render.overlay import render_overlay
+
+        ids = [o.track_id for o in self.tracks.objects]
+        return render_overlay(self.rgb, [o.mask for o in self.tracks.objects],
+                              self.message.answer, labels=[f"#{i}" for i in ids], colors=ids)
+
+
+def track_frame(tracker: QueryTracker, seq: int, rgb: np.ndarray, header: Any, *, query: str,
+                model: str, lift: Lifter, kit: MessageKit,
+                received: float | None = None) -> TrackedFrame | None:
+    """Carry ``tracker``'s tracks onto frame ``seq`` and build its ``~/tracks`` message.
+
+    None until the tracker has been grounded on a first answer. ``received`` (monotonic
+    seconds, the node's arrival time) adds the frame's wait to the message's timings and
+    counts ``total_ms`` from it; without it (a bag) ``total_ms`` is this step alone.
+    """
+    t0 = time.monotonic()
+    work = working_frame(rgb, tracker.config.max_side)
+    t1 = time.monotonic()
+    out = tracker.step(seq, work)
+    t2 = time.monotonic()
+    if out is None:
+        return None
+    lifted = lift(header, [o.mask for o in out.objects])
+    timings = {"preprocess": (t1 - t0) * 1e3, "mask": (t2 - t1) * 1e3}
+    if received is not None:
+        timings["wait"] = (t0 - received) * 1e3
+    msg = tracks_msg(seq=seq, header=header, query=query, model=model, tracks=out,
+                     objects=lifted.objects, frame_id_3d=lifted.frame_id,
+                     reasons_3d=[r.text if r else "" for r in lifted.reasons],
+                     depth_fractions=lifted.fractions, timings_ms=timings, kit=kit)
+    done = time.monotonic()
+    msg.postprocess_ms = float((done - t2) * 1e3)
+    msg.total_ms = float((done - (t0 if received is None else received)) * 1e3)
+    return TrackedFrame(out, msg, rgb)
+
+
+def ground_tracks(tracker: QueryTracker, seq: int, rgb: np.ndarray, result: Any,
+                  seg: Any) -> list[int]:
+    """Ground ``tracker`` on a model answer and write the track ids into its ``~/result``.
+
+    ``result`` is the engine's answer on frame ``seq`` (``rgb``), ``seg`` the Segmentation
+    built from it; the tracks remember what they were grounded on (``model_stamp``, answer,
+    request id) for every ``~/tracks`` message until the next answer. Returns the track id of
+    each instance, in order.
+    """
+    instances: Sequence[Any] = result.instances
+    answer = ModelAnswer(stamp=seg.header.stamp, answer=seg.answer,
+                         answer_reused=bool(seg.answer_reused), request_id=seg.request_id)
+    ids = tracker.ground(seq, working_frame(rgb, tracker.config.max_side),
+                         [inst.mask for inst in instances], [inst.score for inst in instances],
+                         grounding=answer)
+    mark_tracked(seg, ids)
+    return ids
