@@ -210,11 +210,9 @@ def main() -> int:
             report["memory"] = memory
     report["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    from stamp_ros.bench.command import write_report
+
+    write_report(report, args.out)
     return 0
 
 

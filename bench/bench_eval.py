@@ -125,10 +125,9 @@ def main() -> int:
         "total_p50_ms": total,
         "pycocotools": reference,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    from stamp_ros.bench.command import write_report
+
+    write_report(result, args.out)
     return 0
 
 

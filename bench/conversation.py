@@ -20,7 +20,6 @@ the engine benchmark's CPU-sized model; a shape JSON for STAMP-2B/7B) and the ph
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -85,10 +84,9 @@ def main() -> int:
                 runs["follow_up_image_last"]), 2),
         "versions": versions(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    from stamp_ros.bench.command import write_report
+
+    write_report(report, args.out)
     return 0
 
 

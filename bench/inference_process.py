@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -226,7 +225,7 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
                  infer: bool = True, extra_env: dict[str, str] | None = None,
                  nice: int | None = None) -> dict:
     from domain_coordinator import domain_id
-    from transport import parse_stats, wait_for  # bench/transport.py, beside this script
+    from transport import parse_stats, stop_all, wait_for  # bench/transport.py, beside this script
 
     from stamp_ros.cli.dds_profile import large_image_env
 
@@ -272,14 +271,7 @@ def bench_intake(root: Path, mid: Path, seconds: float, tmp: Path, name: str,
             stream_s = time.monotonic() - t_stream
             cpu1 = cpu_seconds(procs[0].pid)
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGINT)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop_all(procs, timeout=30)
     text = logs["node"].read_text(errors="replace")
     windows = [w for w in parse_stats(text) if w.get("input_rate_hz", 0) > 0][1:-1]
     rates = [w["input_rate_hz"] for w in windows]
@@ -373,10 +365,9 @@ def main() -> int:
             report["intake"]["goal_met"] = (
                 report["intake"]["inference_process"]["received_hz_median"] >= 28.0)
     report["load_1min_5min_15min_after"] = load()
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    from stamp_ros.bench.command import write_report
+
+    write_report(report, args.out)
     return 0
 
 

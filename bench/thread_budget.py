@@ -21,7 +21,6 @@ flip. Prints ONE JSON object (``--out`` writes it too).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -127,10 +126,9 @@ def main() -> int:
                 "vs_threads": {str(t): compare(ref, answer_all(seg, images, t))
                                for t in budgets}}
             print(f"[thread_budget] {shape}: done", file=sys.stderr)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    from stamp_ros.bench.command import write_report
+
+    write_report(report, args.out)
     return 0
 
 

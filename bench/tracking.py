@@ -30,7 +30,6 @@ Three parts, each selectable with ``--parts``:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -391,10 +390,9 @@ def main() -> int:
         report["goal"] = {"tracks_hz_min": GOAL_HZ, "added_latency_p90_ms_max": GOAL_P90_MS,
                           "at": "640x480, 30 Hz input, model answering non-stop"}
     report["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    from stamp_ros.bench.command import write_report
+
+    write_report(report, args.out)
     return 0
 
 

@@ -106,14 +106,7 @@ def run_case(receiver: str, stream: dict, profile: bool, seconds: float, checkpo
                                               start_new_session=True))
             procs[1].wait(timeout=seconds + 120)
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGINT)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop_all(procs, timeout=15)
         peer_log = logs["peer"].read_text(errors="replace")
         done = re.search(r"done (\{.*\})", peer_log)
         peer = json.loads(done.group(1)) if done else {"error": peer_log[-500:]}
@@ -177,11 +170,23 @@ def main() -> int:
                             receiver, STREAMS[stream_name], profile, args.seconds,
                             checkpoint, tmp, name.replace("/", "-"), qos)
                         report["cases"][name]["load_1min"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    from stamp_ros.bench.command import write_report
+
+    write_report(report, args.out)
     return 0
+
+
+def stop_all(procs: list[subprocess.Popen], timeout: float) -> None:
+    """SIGINT to every process group still running (a clean shutdown, logs flushed), then
+    SIGKILL to any that has not ended within ``timeout`` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:

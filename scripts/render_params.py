@@ -20,10 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-try:
-    from stamp_ros.pipeline.params import PARAMS
-except ImportError:  # the table's former home, until every module has moved
-    from stamp_ros.ros.params import PARAMS
+from stamp_ros.pipeline.params import PARAMS  # noqa: E402
 
 YAML = ROOT / "config" / "stamp.yaml"
 DOC = ROOT / "docs" / "parameters.md"

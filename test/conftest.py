@@ -66,7 +66,7 @@ def ros_env() -> Iterator[dict[str, str]]:
 
     with domain_id() as did:
         env = dict(os.environ)
-        # The shipped large-image profile in every process, as the README tells robots to do.
+        # The shipped large-image profile in every process, as docs/robot.md tells robots to do.
         env.update(large_image_env())
         env.update(
             ROS_DOMAIN_ID=str(did),

@@ -74,7 +74,7 @@ def test_each_lock_pins_every_declared_requirement_inside_its_range(spec):
         assert name in pins, f"{req} is declared but not in the {spec.name} lock"
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"{spec.name} lock pins {name}=={pins[name]}, outside the declared {req}")
-    # torch's line names a version, never a build (README, "torch: GPU or CPU only").
+    # torch's line names a version, never a build (docs/dependencies.md, "torch: GPU or CPU only").
     assert "+" not in pins["torch"]
 
 
@@ -98,7 +98,7 @@ def test_the_oldest_lock_is_the_low_end_of_every_range():
 
 
 def test_setup_installs_from_the_locks_and_resolves_nothing():
-    """The README's setup scripts install locks (exact pins) and never a range file."""
+    """The setup scripts (docs/setup.md) install locks (exact pins) and never a range file."""
     for script in ("setup", "setup-oldest"):
         text = (REPO / "scripts" / script).read_text()
         assert "scripts/install-lock" in text, script

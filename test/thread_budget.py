@@ -14,7 +14,8 @@ at the budget of the process they compare with, never at torch's default for the
   inference process), computed by the node's own rule.
 
 ``pytest --torch-threads N`` starts the test process at N threads, so a run can force a mismatch
-with every child on any CPU (the README's "What is bit-identical" says how this was checked).
+with every child on any CPU (docs/performance.md, "What is bit-identical", says how this was
+checked).
 """
 
 from __future__ import annotations

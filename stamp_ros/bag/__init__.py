@@ -8,4 +8,8 @@
 * :mod:`~stamp_ros.bag.command`: the command line.
 
 Nothing here imports rclpy: the pure-Python ``rosbags`` library reads and writes the bags.
+
+May import: :mod:`stamp_ros.pipeline` (the node's request, result and tracking rules) and
+everything below it, ``rosbags``. Never rclpy or a message module (import-linter,
+``.importlinter``; the bag tests also run the command with every ROS import blocked).
 """

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stamp_ros.engine.errors import EngineError, InputError
+from stamp_ros.engine.options import non_negative, positive_int
 
 __all__ = ["cmd_bag", "register"]
 
@@ -33,24 +34,10 @@ QUERY_VIDEO_FPS = 1.0
 """Default video rate in once mode: one result per second, long enough to read the answer."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
 def _model_period(text: str) -> float | None:
     if text == "real":
         return None
-    return _non_negative(text)
+    return non_negative(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,22 +75,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video-fps", type=float,
                    help="video frame rate (default: the bag's frame rate / --every; "
                    f"{QUERY_VIDEO_FPS:g} in --query-topic mode)")
-    p.add_argument("--every", type=_positive_int, default=1,
+    p.add_argument("--every", type=positive_int, default=1,
                    help="use every N-th frame of the image topic (default 1: all)")
-    p.add_argument("--max-frames", type=_positive_int, help="stop after N results")
-    p.add_argument("--reanswer-every", type=_positive_int, default=default("reanswer_every"),
+    p.add_argument("--max-frames", type=positive_int, help="stop after N results")
+    p.add_argument("--reanswer-every", type=positive_int, default=default("reanswer_every"),
                    help="continuous mode: write the answer afresh every N frames and "
                    "teacher-force it in between (node parameter reanswer_every)")
-    p.add_argument("--max-frame-age", type=_non_negative, default=default("max_frame_age"),
+    p.add_argument("--max-frame-age", type=non_negative, default=default("max_frame_age"),
                    help="once mode: oldest frame (s, bag time) a query may be answered on")
-    p.add_argument("--frame-timeout", type=_non_negative, default=default("frame_timeout"),
+    p.add_argument("--frame-timeout", type=non_negative, default=default("frame_timeout"),
                    help="once mode: bag seconds a query waits for a fresh frame")
     p.add_argument("--depth-topic", help="aligned depth (sensor_msgs/Image 16UC1 or 32FC1)")
     p.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo of the depth-aligned "
                    "camera; with --depth-topic fills the results' 3D fields")
-    p.add_argument("--depth-scale", type=_non_negative, default=default("depth_scale"),
+    p.add_argument("--depth-scale", type=non_negative, default=default("depth_scale"),
                    help="metres per unit of 16UC1 depth")
-    p.add_argument("--depth-max-skew", type=_non_negative, default=default("depth_max_skew"),
+    p.add_argument("--depth-max-skew", type=non_negative, default=default("depth_max_skew"),
                    help="largest stamp difference (s) between a frame and its depth image")
     track = p.add_argument_group(
         "tracking (--track)", "continuous mode: /stamp/tracks for every frame, the objects of the "
@@ -112,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="write /stamp/tracks for every frame (node parameter track); the "
                        "overlay and video then show every frame with track ids")
     when = track.add_mutually_exclusive_group()
-    when.add_argument("--model-every", type=_positive_int,
+    when.add_argument("--model-every", type=positive_int,
                       help="the model answers every N-th frame, instantly (deterministic)")
     when.add_argument("--model-period", type=_model_period, default=None,
                       help="bag seconds each model answer takes (the model takes the newest "
@@ -120,10 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "default): as long as each answer took on this machine")
     track.add_argument("--track-min-iou", type=float, default=default("track_min_iou"),
                        help="node parameter track_min_iou")
-    track.add_argument("--track-max-misses", type=_positive_int,
+    track.add_argument("--track-max-misses", type=positive_int,
                        default=default("track_max_misses"), help="node parameter "
                        "track_max_misses")
-    track.add_argument("--track-max-side", type=_positive_int, default=default("track_max_side"),
+    track.add_argument("--track-max-side", type=positive_int, default=default("track_max_side"),
                        help="node parameter track_max_side")
     track.add_argument("--track-fb-threshold", type=float,
                        default=default("track_fb_threshold"),

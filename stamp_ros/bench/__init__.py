@@ -12,6 +12,10 @@ The modules, one job each: ``command`` (arguments, dispatch, output), ``inputs``
 scripted answers, frames), ``node_messages`` (the node's message work around a request),
 ``requests`` (timed requests, per-case statistics, continuous mode), ``soak`` (memory growth),
 ``machine`` (device and versions), ``goals`` (pass/fail against the targets in bench/README.md).
+
+May import every layer below the command line (the node's messages and the engine among them,
+:mod:`stamp_ros.testing` for the random-weight models); nothing imports it but
+:mod:`stamp_ros.cli` and :mod:`stamp_ros.eval` (``machine``) (import-linter, ``.importlinter``).
 """
 
 from stamp_ros.bench.command import register

@@ -2,7 +2,7 @@
 
 ``config/fastdds_large_images.xml`` (shared memory with 64 MB segments + UDP on loopback only)
 lets 1080p frames travel at full rate between processes on one host; the default transports
-deliver a fraction of a 30 Hz 1080p stream (see the README, "Running on a robot"). Fast DDS
+deliver a fraction of a 30 Hz 1080p stream (docs/robot.md, "Large images over DDS"). Fast DDS
 reads the profile once, when a process creates its first participant, so the variables must be
 set before rclpy.init() -- in every process of the image path.
 

@@ -1,11 +1,11 @@
 """`stamp-ros demo`: the node, a camera stream from image files, one query, answer + overlay.
 
-This is the README's main job: it runs the real node in its own process and talks to it over
-ROS 2 exactly as a robot's planner would: a camera stream on the image topic, the request
-through :class:`stamp_ros.client.StampClient` (the ~/segment action), the overlay from ~/overlay.
-When the model is neither a local directory nor reachable on the hub, it says so in one line
-and falls back to a generated tiny checkpoint with random weights, labelled as such in every
-output, so the plumbing can still be seen working on an offline machine.
+This is the README's first command (docs/setup.md): it runs the real node in its own process and
+talks to it over ROS 2 exactly as a robot's planner would: a camera stream on the image topic,
+the request through :class:`stamp_ros.client.StampClient` (the ~/segment action), the overlay
+from ~/overlay. When the model is neither a local directory nor reachable on the hub, it says so
+in one line and falls back to a generated tiny checkpoint with random weights, labelled as such
+in every output, so the plumbing can still be seen working on an offline machine.
 """
 
 from __future__ import annotations

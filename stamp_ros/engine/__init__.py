@@ -6,6 +6,9 @@ checkpoints are not part of the engine: see :mod:`stamp_ros.testing`.
 
 The heavy names (``StampSegmenter``, ``load_stamp``, ...) are imported lazily so that importing
 the error and result types does not pull in torch and transformers.
+
+May import: torch, transformers, safetensors, peft, numpy, OpenCV, PIL; nothing else of
+stamp_ros and never rclpy (the bottom layer: import-linter, ``.importlinter``).
 """
 
 from stamp_ros.engine.errors import (

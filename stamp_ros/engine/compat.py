@@ -10,7 +10,7 @@ Since 5.3 ``forward`` and ``get_rope_index`` take the multimodal token types
 passed. Why the range starts at 5.13: 5.0 to 5.12 fail to import as soon as ``kernels`` 0.15 or
 later is installed (their hub-kernel table builds ``LayerRepository`` objects without the
 version that kernels 0.15 made mandatory), and transformers 5.25 itself requires kernels 0.19,
-so any environment that ever held a current transformers has it (README, "Dependencies").
+so any environment that ever held a current transformers has it (docs/dependencies.md).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ on none of them: the imports run one way, from the commands down to the engine.
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 
@@ -74,3 +75,25 @@ def read_image(path: str) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InputError(f"cannot read image {path!r}: {exc}") from exc
+
+
+# Argument types of the commands' numeric options: a bad value is a usage error that names it.
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value

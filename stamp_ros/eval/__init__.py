@@ -19,6 +19,10 @@ modules, one job each:
   worst-sample overlays; the published numbers.
 * :mod:`~stamp_ros.eval.compare`: two runs side by side.
 * :mod:`~stamp_ros.eval.command`: the command line.
+
+May import: :mod:`stamp_ros.bag` (labelled bags), :mod:`stamp_ros.bench` (``machine``), the
+engine and everything between; pycocotools. Never rclpy or a message module (import-linter,
+``.importlinter``).
 """
 
 from stamp_ros.eval.command import register

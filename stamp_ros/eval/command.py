@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stamp_ros.engine.errors import EngineError, InputError
+from stamp_ros.engine.options import non_negative_int, positive_int
 
 __all__ = ["cmd_eval", "register"]
 
@@ -29,20 +30,6 @@ logger = logging.getLogger("stamp_ros.eval")
 
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
 OWN_DATASETS = ("jsonl", "bag")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paper", action="store_true",
                    help="the paper's settings: min = max pixels 802816, max_new_tokens 1024, "
                    "--prompt template (explicit options still win)")
-    p.add_argument("--limit", type=_positive_int, help="only the first N samples of each split")
-    p.add_argument("--worst", type=_non_negative_int, default=10,
+    p.add_argument("--limit", type=positive_int, help="only the first N samples of each split")
+    p.add_argument("--worst", type=non_negative_int, default=10,
                    help="write the K lowest-IoU samples of each split as overlays (default 10)")
     p.add_argument("--retry-errors", action="store_true",
                    help="when resuming, run the samples that failed before again")
@@ -92,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--compare: which mask's IoU (default grid)")
     p.add_argument("--flip-threshold", type=float, default=0.5,
                    help="--compare: a sample flips when its IoU crosses this (default 0.5)")
-    p.add_argument("--top", type=_non_negative_int, default=10,
+    p.add_argument("--top", type=non_negative_int, default=10,
                    help="--compare: how many flipped / largest changes to list")
     add_model_options(p)
     # None = "not given": --paper fills these, otherwise the engine's defaults do.

@@ -1,10 +1,11 @@
 """Every node parameter in one table: default, type, description, limits, and whether a change
 needs the model reloaded.
 
-The node declares them from this table, the README table and config/stamp.yaml are checked
-against it by the tests, so the documented interface cannot drift from the code. The engine's
-defaults (model, pixel range, answer length, system prompt) are taken from the torch-free
-``stamp_ros.engine.defaults`` / ``engine.prompt``, so the node and the CLI start from the same.
+The node declares them from this table; the table in docs/parameters.md and config/stamp.yaml
+are generated from it (scripts/render_params.py) and checked against it by the tests, so the
+documented interface cannot drift from the code. The engine's defaults (model, pixel range,
+answer length, system prompt) are taken from the torch-free ``stamp_ros.engine.defaults`` /
+``engine.prompt``, so the node and the CLI start from the same.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ QUERY_HISTORY_DEPTH = 1000
 of queries at 10 Hz, a few kB in all, so none is lost while a lifecycle transition holds the
 executor (a depth of 100 lost queries in a 10-s activate at 10 Hz, test_robustness.py)."""
 class StampNode(LifecycleNode):
-    """The stamp_ros node (see the module docstring and the README's "ROS interface")."""
+    """The stamp_ros node (see the module docstring and docs/interface.md)."""
 
     def __init__(self, node_name: str = "stamp_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)

@@ -11,4 +11,8 @@ tests need the same one. It lives here, beside the engine rather than in it, so 
   and byte layout).
 
 What only the tests use (e.g. the PEFT adapter maker) lives in ``test/``.
+
+May import: the engine, :mod:`stamp_ros.ros.kit` (image messages of any layout), the tracker;
+torch and ROS messages (it is scaffolding, not part of the node's path). Only the command line,
+the benchmarks and the tests import it (import-linter, ``.importlinter``).
 """

@@ -4,6 +4,9 @@ ROS-free (numpy, OpenCV, scipy), shared by the node (:mod:`stamp_ros.ros.trackin
 ``stamp-ros bag --track``. The model grounds the query every now and then
 (:meth:`QueryTracker.ground`); between two answers every camera frame gets the tracked masks
 carried forward by image motion (:meth:`QueryTracker.step`). See :mod:`.tracker` for the design.
+
+May import: numpy, OpenCV, scipy; nothing else of stamp_ros and never rclpy or torch
+(import-linter, ``.importlinter``).
 """
 
 from __future__ import annotations
