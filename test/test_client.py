@@ -8,6 +8,7 @@ that nobody spins (so the client spins it itself).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -320,3 +321,132 @@ def test_converse_three_turns_on_one_frame_then_end(processes, ros_client, check
 
     with pytest.raises(ValueError):
         client.converse("  ", QUERY)
+
+
+def test_stop_wakes_a_thread_waiting_for_a_tracked_frame(processes, ros_client, checkpoint,
+                                                        client, plain_node):
+    """No camera frames, so no tracked frame ever comes: a thread waiting for one with a long
+    timeout is woken by stop() at once with StampStopped, on a node an executor spins (the
+    wait sleeps on an event) and on one nobody spins (the wait spins it in slices)."""
+    from stamp_ros.client import StampClient, StampClientError, StampStopped
+
+    start_node(processes, ros_client, checkpoint, mode="continuous", track=True)
+    self_spun = StampClient(plain_node)
+    try:
+        for stamp in (client, self_spun):
+            stamp.wait_until_ready(timeout=CALL_TIMEOUT)
+            session = stamp.track(QUERY, timeout=CALL_TIMEOUT)
+            outcome: list[BaseException] = []
+
+            def wait(s=session, out=outcome) -> None:
+                try:
+                    s.wait_for_frame(timeout=3600.0)
+                except BaseException as exc:  # the test inspects it
+                    out.append(exc)
+
+            waiter = threading.Thread(target=wait, daemon=True)
+            waiter.start()
+            # The thread is inside wait_for_frame once its frame future exists.
+            deadline = time.monotonic() + 60
+            while session._next is None and waiter.is_alive():
+                assert time.monotonic() < deadline, "wait_for_frame never started waiting"
+                time.sleep(0.01)  # polling the session's state, not a synchronisation
+            session.stop()
+            waiter.join(CALL_TIMEOUT)  # far less than the wait's hour
+            assert not waiter.is_alive(), "stop() did not wake wait_for_frame"
+            (error,) = outcome
+            assert isinstance(error, StampStopped) and isinstance(error, StampClientError)
+            assert "stopped" in str(error)
+            with pytest.raises(StampStopped):
+                session.wait_for_frame(timeout=3600.0)
+    finally:
+        self_spun.destroy()
+
+
+def test_wait_until_ready_has_each_call_client_answered(processes, ros_client, checkpoint):
+    """wait_for_server only shows that the client sees the node; the node drops answers to
+    a client whose readers it has not matched yet. wait_until_ready therefore returns only
+    once the node has answered the client: the action's status shows a goal of it that the
+    node carried to its end before the client's first real call."""
+    from action_msgs.msg import GoalStatus, GoalStatusArray
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from stamp_ros.client import StampClient
+
+    start_node(processes, ros_client, checkpoint)
+    statuses = ros_client.subscribe(
+        GoalStatusArray, "/stamp_node/segment/_action/status",
+        QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    stamp = StampClient(ros_client.node)
+    try:
+        stamp.wait_until_ready(timeout=CALL_TIMEOUT)
+        # Status arrays are latched: the latest one comes however late this matched.
+        statuses.wait_for(1, timeout=60, where=lambda m: any(
+            s.status == GoalStatus.STATUS_SUCCEEDED for s in m.status_list))
+        res = stamp.segment(QUERY, image=make_frame(), timeout=CALL_TIMEOUT)
+        assert res.ok, res.error
+    finally:
+        stamp.destroy()
+
+
+def test_call_clients_keep_deep_request_and_response_queues(ros_client):
+    """Every service and action client StampClient calls through keeps CALL_DEPTH requests and
+    responses (reliable, keep last), as the client module's docstring tells planners."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+
+    import stamp_ros.client
+    from stamp_ros.client import StampClient
+    from stamp_ros.client.action_client import CALL_DEPTH, FEEDBACK_DEPTH
+
+    assert CALL_DEPTH >= 100
+    assert f"KEEP_LAST depth {CALL_DEPTH}" in " ".join(stamp_ros.client.__doc__.split())
+    stamp = StampClient(ros_client.node)
+    try:
+        profiles = {f"action {name}": qos for name, qos in stamp._action.qos_profiles.items()}
+        assert set(profiles) == {f"action {name}_qos_profile" for name in (
+            "goal_service", "result_service", "cancel_service", "feedback_sub", "status_sub")}
+        profiles.update({"get_state": stamp._state_client.qos_profile,
+                         "track": stamp._track_client.qos_profile})
+        for name, qos in profiles.items():
+            if name == "action status_sub_qos_profile":
+                continue  # latched, depth 1: rclpy's own, the latest status is all there is
+            assert qos.history == HistoryPolicy.KEEP_LAST, name
+            assert qos.reliability == ReliabilityPolicy.RELIABLE, name
+            assert qos.depth == (FEEDBACK_DEPTH if "feedback" in name else CALL_DEPTH), name
+            assert qos.durability == DurabilityPolicy.VOLATILE, name
+    finally:
+        stamp.destroy()
+
+
+def test_a_burst_of_calls_from_one_unspun_client_is_answered_completely(
+        processes, ros_client, checkpoint, plain_node):
+    """BURST goals from one StampClient at once while a camera streams, on a planner node
+    nobody spins until the node has answered every one: all the goal responses wait in the
+    client's response reader at the same time, and none may be overwritten there."""
+    from stamp_ros.msg import Segmentation
+
+    from stamp_ros.client import StampClient
+
+    burst = 16
+    start_node(processes, ros_client, checkpoint)
+    results = ros_client.subscribe(Segmentation, "/stamp_node/result", ros_client.reliable(100))
+    stamp = StampClient(plain_node)
+    try:
+        stamp.wait_until_ready(timeout=CALL_TIMEOUT)
+        with Camera(ros_client, make_frame(160, 120, seed=7), stamp_sec=99):
+            tasks = [stamp.segment_async(QUERY, request_id=f"burst-{i}") for i in range(burst)]
+            results.wait_for(burst, timeout=CALL_TIMEOUT,
+                             where=lambda m: m.request_id.startswith("burst-"))
+            deadline = time.monotonic() + CALL_TIMEOUT
+            for task in tasks:
+                task.wait(max(0.0, deadline - time.monotonic()))
+        lost = [t.request_id for t in tasks if not t.done()]
+        assert not lost, f"{len(lost)} of {burst} calls never answered: {lost}"
+        answers = [t.result(timeout=0) for t in tasks]
+        assert [a.request_id for a in answers] == [f"burst-{i}" for i in range(burst)]
+        for a in answers:  # the node's max_pending 4: the others are refused at once
+            assert a.ok or "queue full" in a.error, a.error
+        assert any(a.ok for a in answers)
+    finally:
+        stamp.destroy()

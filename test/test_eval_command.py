@@ -35,8 +35,9 @@ from eval_data import (
     write_refer_root,
 )
 from PIL import Image
+from thread_budget import torch_threads, with_threads
 
-from stamp_ros.cli import EXIT_INPUT, main
+from stamp_ros.cli.main import EXIT_INPUT, main
 from stamp_ros.eval.cocomask import decode_rle
 from stamp_ros.eval.metrics import score
 from stamp_ros.testing.checkpoint import make_test_checkpoint
@@ -59,7 +60,7 @@ class Block:
             raise ImportError(f"{name} is blocked: stamp-ros eval must not need ROS")
         return None
 sys.meta_path.insert(0, Block())
-from stamp_ros.cli import main
+from stamp_ros.cli.main import main
 sys.exit(main())
 """
 
@@ -75,8 +76,13 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
+EVAL_THREADS = 1
+"""torch threads of every eval child here; the in-process runs they are held to bit for bit
+use the same (test/thread_budget.py)."""
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = with_threads(os.environ, EVAL_THREADS)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.update(extra)
     return env
@@ -94,15 +100,15 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sentence_run(ckpt, data_root, tmp_path_factory) -> tuple[Path, dict]:
-    """One run of refcoco + grefcoco, sentence prompts, in a child process with one thread
-    (the torchrun test compares against it with the same thread count) and no ROS."""
+    """One run of refcoco + grefcoco, sentence prompts, in a child process at
+    :data:`EVAL_THREADS` (the torchrun test compares against it at the same budget) and no ROS."""
     out = tmp_path_factory.mktemp("runs") / "sentence"
     proc = subprocess.run(
         [sys.executable, "-c", BLOCK_ROS, "eval", "--dataset", "refcoco,grefcoco",
          "--data-root", str(data_root), "--model", str(ckpt), *SMALL, "--out", str(out),
          "--json", "--worst", "2", "--quiet"],
         capture_output=True, text=True, timeout=600, cwd=REPO,
-        env=child_env(OMP_NUM_THREADS="1"))
+        env=child_env())
     assert proc.returncode == 0, proc.stderr
     return out, json.loads(proc.stdout)
 
@@ -204,8 +210,10 @@ def test_masks_and_answers_equal_stamp_ros_segment(template_run, ckpt, tmp_path,
     for k, rec in enumerate(recs[:5]):
         masks = tmp_path / f"m{k}"
         capsys.readouterr()
-        assert main(["segment", "--model", str(ckpt), "--image", rec["source"],
-                     "--query", rec["prompt"], "--out-dir", str(masks), "--json", *SMALL]) == 0
+        with torch_threads(EVAL_THREADS):  # the child's budget: the same bits
+            assert main(["segment", "--model", str(ckpt), "--image", rec["source"],
+                         "--query", rec["prompt"], "--out-dir", str(masks), "--json",
+                         *SMALL]) == 0
         seg = json.loads(capsys.readouterr().out)
         assert seg["text"] == rec["answer"]
         first = np.asarray(Image.open(masks / "mask_0.png")) > 0
@@ -263,7 +271,7 @@ def test_resume_after_a_killed_run_gives_the_same_numbers(ckpt, data_root, sente
            "--data-root", str(data), "--model", str(ckpt), *SMALL, "--out", str(out),
            "--quiet", "--worst", "0"]
     part = out / "parts" / "rank0.jsonl"
-    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(OMP_NUM_THREADS="1"),
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
@@ -284,7 +292,7 @@ def test_resume_after_a_killed_run_gives_the_same_numbers(ckpt, data_root, sente
         f.write('{"key": "refcoco/testA/r5s10')
     image3.unlink()
     shutil.copy(data_root / IMAGE_DIR / file_name(3), image3)
-    done = subprocess.run([*cmd, "--json"], cwd=REPO, env=child_env(OMP_NUM_THREADS="1"),
+    done = subprocess.run([*cmd, "--json"], cwd=REPO, env=child_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     resumed = json.loads(done.stdout)
@@ -307,7 +315,7 @@ def test_a_finished_run_rewrites_its_reports_without_the_model(sentence_run, dat
     def no_model(_args):
         raise AssertionError("the model was loaded although every sample was done")
 
-    monkeypatch.setattr("stamp_ros.cli_options.segmenter_from_args", no_model)
+    monkeypatch.setattr("stamp_ros.engine.options.segmenter_from_args", no_model)
     code, text, _ = run_eval(["--dataset", "refcoco,grefcoco", "--data-root", str(data_root),
                               "--model", str(ckpt), *SMALL, "--out", str(out), "--json",
                               "--quiet", "--worst", "0"], capsys)
@@ -352,7 +360,7 @@ def test_torchrun_two_processes_equal_one(ckpt, data_root, sentence_run, tmp_pat
          "--data-root", str(data_root), "--model", str(ckpt), *SMALL, "--out", str(out),
          "--json", "--worst", "2", "--quiet"],
         capture_output=True, text=True, timeout=600, cwd=REPO,
-        env=child_env(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1"))
+        env=child_env(GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1"))
     assert proc.returncode == 0, proc.stderr
     dist = json.loads(proc.stdout)  # only rank 0 prints
     single = sentence_run[1]
@@ -367,7 +375,8 @@ def test_torchrun_two_processes_equal_one(ckpt, data_root, sentence_run, tmp_pat
         assert [w["key"] for w in s["worst"]] == [w["key"] for w in ref["worst"]]
 
     def comparable(recs):
-        return [{k: v for k, v in r.items() if k not in ("timings_ms",)} for r in recs]
+        return [{k: v for k, v in r.items() if k not in ("timings_ms", "written")}
+                for r in recs]
 
     # every sample exactly once, each with the same record as in the one-process run
     assert comparable(records(out)) == comparable(records(sentence_run[0]))
@@ -438,6 +447,52 @@ def test_own_jsonl_data_and_bad_samples(ckpt, tmp_path, capsys):
     for sid in ("exact", "box", "empty"):
         assert again[sid] == recs[sid]  # timings included: not run again
     assert again["refused"]["status"] == "inference_error"
+
+
+def test_plain_resume_after_an_interrupted_retry_keeps_the_retry(ckpt, tmp_path, capsys):
+    """`--retry-errors` is killed after one retried sample succeeded (its record is only in
+    the part file, the old error still in samples.jsonl); a plain rerun keeps the success."""
+    labels = _own_dataset(tmp_path / "own", ckpt, capsys)
+    out = tmp_path / "out"
+    base = ["eval", "--dataset", "jsonl", "--data", str(labels), "--model", str(ckpt), *SMALL,
+            "--out", str(out), "--quiet", "--worst", "0"]
+    code, _, err = run_eval(base[1:], capsys)
+    assert code == 0, err
+    assert {r["id"]: r for r in records(out)}["gone"]["status"] == "data_error"
+    # The missing image appears: "gone" succeeds when retried. The next retried sample's
+    # image is a FIFO: the run blocks there (its loader opens it one sample ahead).
+    folder = labels.parent
+    Image.fromarray(sample_image(43, 90, 120)).save(folder / "missing.png")
+    f1 = folder / "f1.png"
+    shutil.move(f1, folder / "f1.keep")
+    os.mkfifo(f1)
+    part = out / "parts" / "rank0.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "stamp_ros.cli", *base, "--retry-errors"],
+                            cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _lines(part) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the part file, not a synchronisation
+        assert proc.poll() is None, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    (retried,) = [json.loads(line) for line in part.read_text().splitlines()]
+    assert retried["id"] == "gone" and retried["status"] == "ok"
+    f1.unlink()
+    shutil.move(folder / "f1.keep", f1)
+
+    code, text, err = run_eval([*base[1:], "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(text)["resumed_samples"] == 6  # nothing ran again
+    recs = {r["id"]: r for r in records(out)}
+    assert recs["gone"] == retried
+    assert recs["badrle"]["status"] == "data_error"
+    assert recs["refused"]["status"] == "inference_error"
 
 
 def test_bag_labels_score_like_the_same_frames_as_files(ckpt, tmp_path, capsys):

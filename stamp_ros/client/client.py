@@ -9,20 +9,30 @@ from typing import Any
 import numpy as np
 from lifecycle_msgs.srv import GetState
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import Image
 
 from stamp_ros.action import Segment as SegmentAction
-from stamp_ros.client.action_client import FEEDBACK_DEPTH, ThreadSafeActionClient
+from stamp_ros.client.action_client import ThreadSafeActionClient, call_qos, feedback_qos
 from stamp_ros.client.errors import StampClientError, StampUnavailable
 from stamp_ros.client.result import SegmentFeedback, SegmentResult
 from stamp_ros.client.task import SegmentTask, Waiter
 from stamp_ros.client.tracking import TrackingSession, call_track_service
-from stamp_ros.ros.convert import rgb_to_image_msg
+from stamp_ros.ros.kit import rgb_to_image_msg
+from stamp_ros.srv import Track
 
 FeedbackCallback = Callable[[SegmentFeedback], None]
 FrameCallback = Callable[[SegmentResult], None]
 READY_POLL_S = 0.2
+"""Between two lifecycle-state polls of a node that is up but not active yet."""
+PROBE_ATTEMPT_S = 2.0
+"""How long wait_until_ready first waits for the answer to one probe call before it sends
+another: a fresh client's first calls go unanswered while the node has not yet matched its
+readers (DDS discovery). Doubled per attempt up to PROBE_ATTEMPT_MAX_S, for a slow node."""
+PROBE_ATTEMPT_MAX_S = 16.0
+PROBE_NAME = "__stamp_client_probe__"
+"""The conversation (ended, never started) and the camera (unknown) of wait_until_ready's probe
+calls: requests every node answers at once, without inferring or changing anything."""
 
 
 class StampClient:
@@ -67,38 +77,107 @@ class StampClient:
         self.action_name = f"{name}/segment"
         self.server_wait = float(server_wait)
         self._group = ReentrantCallbackGroup()
+        # Deep request/response queues (CALL_DEPTH) for bursts of calls; see the module
+        # docstring of stamp_ros.client.
         self._action = ThreadSafeActionClient(
             node, SegmentAction, self.action_name, callback_group=self._group,
-            feedback_sub_qos_profile=QoSProfile(depth=FEEDBACK_DEPTH,
-                                                reliability=ReliabilityPolicy.RELIABLE))
-        self._state_client: Any = None
-        self._track_client: Any = None
+            goal_service_qos_profile=call_qos(), result_service_qos_profile=call_qos(),
+            cancel_service_qos_profile=call_qos(), feedback_sub_qos_profile=feedback_qos())
+        self._state_client: Any = node.create_client(
+            GetState, f"{name}/get_state", qos_profile=call_qos(), callback_group=self._group)
+        self._track_client: Any = node.create_client(
+            Track, f"{name}/track", qos_profile=call_qos(), callback_group=self._group)
         self._waiter = Waiter(node)
 
     # ------------------------------------------------------------------ readiness
     def wait_until_ready(self, timeout: float = 120.0) -> None:
-        """Return once the node's action server is up and the node is ``active`` (model
-        loaded); raise :class:`StampUnavailable` when that takes longer than ``timeout``."""
+        """Return once the node's action server is up, the node is ``active`` (model loaded)
+        and the node has answered every channel this client calls it through; raise
+        :class:`StampUnavailable` when that takes longer than ``timeout``.
+
+        ``wait_for_server`` only shows that this client sees the node. The node answers a
+        client only once it has matched the client's response reader (DDS discovery, a few
+        milliseconds, far longer on a loaded machine), and drops answers to one it has not
+        matched yet: a fresh client's first call could go unanswered. So this sends probe
+        calls the node answers at once without doing anything, again until one is answered:
+        ``~/get_state`` (until ``active``), a ``~/segment`` goal that ends a conversation that
+        never was (its goal response, feedback, result and a cancel of it) and ``~/track``
+        on a camera that does not exist. Afterwards every call of this client reaches the
+        node and its answer comes back.
+        """
         deadline = time.monotonic() + timeout
         if not self._action.wait_for_server(timeout_sec=max(0.0, timeout)):
             raise StampUnavailable(self._unavailable(timeout))
-        if self._state_client is None:
-            self._state_client = self.node.create_client(
-                GetState, f"{self.node_name}/get_state", callback_group=self._group)
         label = ""
+        while True:
+            state = self._call_until_answered(self._state_client, GetState.Request, deadline)
+            if state is None:
+                raise StampUnavailable(f"{self.node_name} is not active after {timeout:g} s "
+                                       f"(lifecycle state: {label or 'unknown'})", state=label)
+            label = state.current_state.label
+            if label == "active":
+                break
+            time.sleep(max(0.0, min(READY_POLL_S, deadline - time.monotonic())))
+        if not self._probe_action(deadline):
+            raise StampUnavailable(f"{self.action_name} did not answer a probe goal (goal "
+                                   f"response, feedback, result, cancel) within {timeout:g} s",
+                                   state=label)
+        if self._call_until_answered(self._track_client, self._track_probe, deadline) is None:
+            raise StampUnavailable(f"{self._track_client.srv_name} did not answer within "
+                                   f"{timeout:g} s", state=label)
+
+    def _call_until_answered(self, client: Any, request: Callable[[], Any],
+                             deadline: float) -> Any:
+        """Call the service of ``client`` until one call is answered; the response, or None
+        at ``deadline``."""
+        attempt = PROBE_ATTEMPT_S
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                break
-            if self._state_client.wait_for_service(timeout_sec=min(left, 1.0)):
-                future = self._state_client.call_async(GetState.Request())
-                if self._waiter.wait(future, deadline - time.monotonic()):
-                    label = future.result().current_state.label
-                    if label == "active":
-                        return
-            time.sleep(max(0.0, min(READY_POLL_S, deadline - time.monotonic())))
-        raise StampUnavailable(f"{self.node_name} is not active after {timeout:g} s "
-                               f"(lifecycle state: {label or 'unknown'})", state=label)
+                return None
+            if not client.wait_for_service(timeout_sec=min(left, 1.0)):
+                continue
+            future = client.call_async(request())
+            if self._waiter.wait(future, min(attempt, max(0.0, deadline - time.monotonic()))):
+                return future.result()
+            client.remove_pending_request(future)  # unanswered (yet): ask again
+            attempt = min(2 * attempt, PROBE_ATTEMPT_MAX_S)
+
+    def _probe_action(self, deadline: float) -> bool:
+        """Send probe goals until one comes back whole (see wait_until_ready); False at
+        ``deadline``."""
+        attempt = PROBE_ATTEMPT_S
+        while time.monotonic() < deadline:
+            if self._probe_action_once(attempt, deadline):
+                return True
+            attempt = min(2 * attempt, PROBE_ATTEMPT_MAX_S)
+        return False
+
+    def _probe_action_once(self, attempt: float, deadline: float) -> bool:
+        def answered(future: Any) -> bool:
+            return self._waiter.wait(future, min(attempt, max(0.0, deadline - time.monotonic())))
+
+        goal = SegmentAction.Goal()
+        goal.conversation = goal.request_id = PROBE_NAME
+        goal.end_conversation = True
+        fed: Future = Future()
+        sent = self._action.send_goal_async(
+            goal, feedback_callback=lambda _msg: None if fed.done() else fed.set_result(True))
+        if not answered(sent):
+            return False
+        handle = sent.result()
+        if handle is None or not handle.accepted:
+            return False
+        # The feedback before the result: rclpy drops a goal's feedback that trails its result.
+        if not answered(fed) or not answered(handle.get_result_async()):
+            return False
+        return answered(handle.cancel_goal_async())  # the goal has ended: nothing to cancel
+
+    @staticmethod
+    def _track_probe() -> Any:
+        request = Track.Request()
+        request.query, request.camera = "", PROBE_NAME
+        return request
 
     # ------------------------------------------------------------------ one-shot requests
     def segment(self, query: str, *, camera: str = "", image: Any = None,
@@ -174,13 +253,8 @@ class StampClient:
         :class:`StampUnavailable`. One query is tracked per camera: a second ``track`` on the
         same camera replaces the first (whose session then stops receiving frames).
         """
-        from stamp_ros.srv import Track
-
         if not str(query).strip():
             raise ValueError("track() needs a query (use session.stop() to stop tracking)")
-        if self._track_client is None:
-            self._track_client = self.node.create_client(
-                Track, f"{self.node_name}/track", callback_group=self._group)
         response = call_track_service(self.node, self._track_client, self._waiter, query,
                                       camera, timeout)
         if not response.success:
@@ -193,12 +267,10 @@ class StampClient:
     def destroy(self) -> None:
         """Destroy the client's ROS entities (the node itself stays the caller's)."""
         self._action.destroy()
-        if self._state_client is not None:
-            self.node.destroy_client(self._state_client)
-            self._state_client = None
-        if self._track_client is not None:
-            self.node.destroy_client(self._track_client)
-            self._track_client = None
+        for client in (self._state_client, self._track_client):
+            if client is not None:
+                self.node.destroy_client(client)
+        self._state_client = self._track_client = None
         self._waiter.close()
 
     # ------------------------------------------------------------------ internals

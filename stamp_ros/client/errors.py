@@ -2,7 +2,7 @@
 
 A request the node answered but could not carry out (no fresh frame, unknown camera, empty
 query, ...) is a :class:`~stamp_ros.client.result.SegmentResult` with ``success`` false, not an
-exception.
+exception. Every error here is a :class:`StampClientError`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ class StampClientError(RuntimeError):
 
 
 class StampUnavailable(StampClientError):
-    """The node's action server (or its lifecycle state ``active``) did not appear within the
-    wait. ``state`` is the node's last lifecycle state label when it was reachable but not
-    active (e.g. ``"inactive"`` after a model that failed to load), else ""."""
+    """The node's action server (or its lifecycle state ``active``, or its answers to
+    ``wait_until_ready``'s probe calls) did not appear within the wait. ``state`` is the node's
+    last lifecycle state label when it was reachable (e.g. ``"inactive"`` after a model that
+    failed to load; ``"active"`` when it never answered a probe), else ""."""
 
     def __init__(self, message: str, *, state: str = "") -> None:
         super().__init__(message)
@@ -33,3 +34,9 @@ class StampTimeout(StampClientError, TimeoutError):
         self.request_id = request_id
         self.goal_id = goal_id
         self.cancel_acknowledged = cancel_acknowledged
+
+
+class StampStopped(StampClientError):
+    """The tracking session was stopped (:meth:`TrackingSession.stop
+    <stamp_ros.client.TrackingSession.stop>` or the end of its ``with`` block): raised by
+    ``wait_for_frame`` called afterwards, and at once in a thread that was waiting in it."""

@@ -16,13 +16,20 @@ from typing import Any
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
-from stamp_ros.client.errors import StampClientError, StampTimeout, StampUnavailable
+from stamp_ros.client.errors import (
+    StampClientError,
+    StampStopped,
+    StampTimeout,
+    StampUnavailable,
+)
 from stamp_ros.client.result import SegmentResult
 from stamp_ros.client.task import Waiter
 
 FrameCallback = Callable[[SegmentResult], None]
 TRACKS_DEPTH = 10
 """Tracked frames kept by the subscription for a planner that falls behind (newest win)."""
+_STOPPED = object()
+"""What stop() completes a pending wait_for_frame's future with."""
 
 
 def call_track_service(node: Any, client: Any, waiter: Waiter, query: str, camera: str,
@@ -49,7 +56,8 @@ class TrackingSession:
     carry ``track_id``; ``propagated`` and ``model_stamp`` say how fresh the model's grounding
     is), :meth:`wait_for_frame` waits for the next one, ``callback`` (if given) gets every
     frame on the thread that spins the planner's node. :meth:`stop` (or leaving a ``with``
-    block) ends tracking on the node and unsubscribes.
+    block) ends tracking on the node and unsubscribes; a thread waiting for a frame then
+    raises :class:`~stamp_ros.client.StampStopped` at once.
     """
 
     def __init__(self, node: Any, waiter: Waiter, service: Any, *, query: str, camera: str,
@@ -105,27 +113,43 @@ class TrackingSession:
         return list(latest.objects) if latest is not None else []
 
     def wait_for_frame(self, timeout: float = 10.0) -> SegmentResult:
-        """The next tracked frame to arrive; raises :class:`StampTimeout` after ``timeout``
-        seconds without one (the node grounds tracks only once the model answered once)."""
+        """The next tracked frame to arrive.
+
+        Raises :class:`StampTimeout` after ``timeout`` seconds without one (the node grounds
+        tracks only once the model answered once), and :class:`StampStopped` (a
+        :class:`StampClientError`) once the session is stopped: at once when it already was,
+        and as soon as :meth:`stop` is called, from any thread, while this waits.
+        """
         with self._lock:
             if self._stopped:
-                raise StampClientError("this tracking session was stopped")
+                raise self._stopped_error()
             if self._next is None:
                 self._next = Future()
             future = self._next
         if not self._waiter.wait(future, timeout):
             raise StampTimeout(f"no tracked frame of {self.query!r} on {self.tracks_topic} "
                                f"within {timeout:g} s")
-        return future.result()
+        frame = future.result()
+        if frame is _STOPPED:
+            raise self._stopped_error()
+        return frame
+
+    def _stopped_error(self) -> StampStopped:
+        return StampStopped(f"tracking {self.query!r} on {self.tracks_topic} was stopped")
 
     def stop(self) -> None:
         """End tracking on the node (``~/track`` with an empty query) and unsubscribe. The
-        node keeps serving other requests. Raises like :meth:`StampClient.track` when the
-        node cannot be told; the subscription is removed in any case."""
+        node keeps serving other requests. A :meth:`wait_for_frame` waiting in another thread
+        raises :class:`StampStopped` at once, before the node is told. Raises like
+        :meth:`StampClient.track` when the node cannot be told; the subscription is removed
+        in any case."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
+            waiting, self._next = self._next, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(_STOPPED)
         try:
             response = call_track_service(self.node, self._service, self._waiter, "",
                                           self.camera, self._stop_timeout)

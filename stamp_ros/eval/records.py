@@ -11,6 +11,18 @@ loses at most the sample in flight; a torn last line is skipped when read back. 
 ``samples.jsonl`` and every part file, skips the samples already there and runs the rest.
 Each record carries the fingerprint of the settings that change results (model, dtype, pixel
 budget, prompt mode, ...): a folder with records of other settings is refused rather than mixed.
+
+A sample can have several records: ``--retry-errors`` runs a failed sample again and appends
+its new record (success or another error) while the old one stays where it was, until the
+next merge. The **latest** record of a sample wins. Each record carries ``written``, the Unix
+time its writer appended it (kept through the merge), because file order alone cannot say which
+is later: a retry goes to the part file of whichever rank has the sample in the retrying run,
+which need not be the rank that wrote the error (another process count, a run without
+torchrun after one with it). So: within one file the later line wins; across files the larger
+``written`` wins (a record without one, from an older version, is older than any with one);
+on a tie the later file wins, ``samples.jsonl`` first and then the part files by name (part
+files are appended after the merge that wrote ``samples.jsonl``). Across hosts this trusts
+their clocks to agree to well under the time between two runs of the command.
 """
 
 from __future__ import annotations
@@ -19,7 +31,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +46,8 @@ logger = logging.getLogger("stamp_ros.eval")
 
 RESULTS = "samples.jsonl"
 PARTS = "parts"
+WRITTEN = "written"
+"""The record field holding the Unix time its writer appended it (see the module docstring)."""
 
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:
@@ -66,13 +82,22 @@ def record_files(out_dir: Path) -> list[Path]:
     return files
 
 
+def _written(rec: Mapping[str, Any]) -> float:
+    value = rec.get(WRITTEN)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return -math.inf  # written by a version without the field: older than any with it
+
+
 def load_records(out_dir: Path, fingerprint: str) -> dict[str, dict]:
-    """key -> record of every sample already done in ``out_dir`` (first record of a key wins).
+    """key -> the latest record of every sample already done in ``out_dir`` (which one is the
+    latest: see the module docstring).
 
     InputError when the folder holds records made with other settings.
     """
     done: dict[str, dict] = {}
     for path in record_files(out_dir):
+        mine: dict[str, dict] = {}
         for rec in read_jsonl(path):
             if rec.get("cfg") != fingerprint:
                 raise InputError(
@@ -80,12 +105,17 @@ def load_records(out_dir: Path, fingerprint: str) -> dict[str, dict]:
                     f"{rec.get('cfg')}, this run {fingerprint}); resume with the same options, "
                     "or choose another --out"
                 )
-            done.setdefault(rec["key"], rec)
+            mine[rec["key"]] = rec  # within one file, the later line
+        for key, rec in mine.items():
+            before = done.get(key)
+            if before is None or _written(rec) >= _written(before):
+                done[key] = rec
     return done
 
 
 class RecordWriter:
-    """Appends one process's records to ``parts/rank<R>.jsonl``, flushed per record."""
+    """Appends one process's records to ``parts/rank<R>.jsonl``, flushed per record, each
+    stamped with the time it was written (``written``)."""
 
     def __init__(self, out_dir: Path, rank: int) -> None:
         self.path = out_dir / PARTS / f"rank{rank}.jsonl"
@@ -100,9 +130,13 @@ class RecordWriter:
         if torn:
             self._file.write("\n")
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+    def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Append ``record`` and return it as written: a copy with its ``written`` time, the
+        record to keep (the merge carries the time into ``samples.jsonl``)."""
+        stamped = {**record, WRITTEN: time.time()}
+        self._file.write(json.dumps(stamped, separators=(",", ":")) + "\n")
         self._file.flush()
+        return stamped
 
     def close(self) -> None:
         self._file.close()

@@ -237,7 +237,7 @@ def run_samples(samples: Sequence[Sample], done: Mapping[str, dict], settings: R
             if segmenter is None and not loaded.error:
                 segmenter = make_segmenter()
             rec = evaluate_sample(sample, loaded, segmenter, settings)
-            writer.write(rec)
+            rec = writer.write(rec)  # with its "written" time, which decides a resume
             records[sample.key] = rec
             ran += 1
             if rec["status"] != STATUS_OK:
