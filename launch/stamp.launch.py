@@ -13,7 +13,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from stamp_ros.cli.dds_profile import large_image_env
+from stamp_ros.cli.dds_profile import CHOICE_VARIABLE, large_image_env
 
 ARGUMENTS = {
     "model": ("", "hub id or local path of the STAMP checkpoint (empty: the params_file value)"),
@@ -26,7 +26,8 @@ ARGUMENTS = {
     "use_rviz": ("false", "also start RViz with config/stamp.rviz"),
     "large_images": ("true", "load config/fastdds_large_images.xml (shared memory with 64 MB "
                      "segments + loopback UDP) in the started processes: full-rate 1080p frames "
-                     "from a camera driver that loads it too; false = Fast DDS defaults"),
+                     "from a camera driver that loads it too; false = Fast DDS defaults "
+                     "(the node also loads it by itself unless told otherwise)"),
 }
 
 
@@ -70,6 +71,8 @@ def _nodes(context):
         # (none when the user set their own profile: theirs wins).
         actions += [SetEnvironmentVariable(name, value)
                     for name, value in large_image_env(profile).items()]
+    else:  # the node would load the shipped profile by itself: Fast DDS's defaults instead
+        actions.append(SetEnvironmentVariable(CHOICE_VARIABLE, "default"))
     return [*actions, stamp, rviz]
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from stamp_ros.cli.dds_profile import (
+    CHOICE_VARIABLE,
     PROFILE_VARIABLES,
     large_image_env,
     large_image_profile,
     profile_variable,
+    use_large_image_profile,
 )
 
 FASTDDS, FASTRTPS = PROFILE_VARIABLES
@@ -57,6 +59,27 @@ def test_one_variable_and_the_users_own_profile_wins(tmp_path: Path):
     for name in PROFILE_VARIABLES:  # a value the user set, of either variable, is kept
         assert large_image_env(profile, environ={name: "/robot/profile.xml"}) == {}
     assert large_image_env(profile, environ={FASTDDS: ""}) == env  # empty = not set
+
+
+def test_the_node_loads_the_shipped_profile_unless_told_otherwise(tmp_path: Path):
+    """What run_node does before rclpy.init, and the line it logs."""
+    shipped = large_image_profile()
+    assert shipped is not None, "profile not installed (run scripts/setup)"
+    environ: dict[str, str] = {}
+    line = use_large_image_profile(environ)
+    assert environ == large_image_env(shipped, environ={}) and len(environ) == 1
+    assert str(shipped) in line and "shipped" in line and "127.0.0.1 only" in line
+    for name in PROFILE_VARIABLES:  # the user's own profile wins, and the log says so
+        own = {name: "/robot/dds.xml"}
+        assert "/robot/dds.xml (yours, from" in use_large_image_profile(own)
+        assert own == {name: "/robot/dds.xml"}
+    opted_out = {CHOICE_VARIABLE: "default"}
+    assert "Fast DDS's defaults" in use_large_image_profile(opted_out)
+    assert opted_out == {CHOICE_VARIABLE: "default"}
+    cyclone = {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
+    assert "does not apply" in use_large_image_profile(cyclone) and len(cyclone) == 1
+    fast = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+    assert "shipped" in use_large_image_profile(fast) and len(fast) == 2
 
 
 PROBE = """

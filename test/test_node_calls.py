@@ -20,11 +20,13 @@ from node_harness import (
     ready_action_client,
     ready_service_client,
     start_node,
+    wait_output,
 )
 
 pytestmark = pytest.mark.ros
 
 PEER = str(Path(__file__).resolve().parent / "peers" / "stream_peer.py")
+BURST_PEER = str(Path(__file__).resolve().parent / "peers" / "burst_peer.py")
 MAX_PENDING = 4
 CALLERS = 4 * MAX_PENDING
 LONG_WORDS = 400
@@ -108,6 +110,45 @@ def test_burst_of_services_and_actions_beyond_capacity_is_answered_completely(
     # And a single call afterwards is served normally.
     res = wait_future(services[0].call_async(Segment.Request(query="segment the square")), 120)
     assert res.result.success, res.result.error
+
+
+@pytest.fixture(scope="module")
+def quick_checkpoint(tmp_path_factory) -> Path:
+    from stamp_ros.testing.checkpoint import make_test_checkpoint
+
+    return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "stamp-quick",
+                                answer="Sure, it is here: <|seg|>")
+
+
+def test_a_burst_from_a_default_client_is_answered_with_no_dds_profile_set_anywhere(
+        processes, ros_client, quick_checkpoint):
+    """The node started as ``ros2 run`` starts it, without any profile variable, a 640x427
+    camera at 10 Hz, and one plain rclpy client (rclpy's default service QoS) firing 16 calls
+    at once: every call returns (served, or refused at once as "queue full"). Without the
+    profile on either side, 1-6 of the 16 were lost in transport; the node now loads the
+    shipped profile by itself and says so in its log."""
+    import json
+
+    from stamp_ros.cli.dds_profile import CHOICE_VARIABLE, PROFILE_VARIABLES
+
+    env = {k: v for k, v in processes.env.items()
+           if k not in (*PROFILE_VARIABLES, CHOICE_VARIABLE)}
+    node = start_node(processes, ros_client, quick_checkpoint, env=env, frame_timeout=30.0,
+                      max_frame_age=5.0)
+    log = wait_output(processes, node, "DDS profile: ")
+    line = next(x for x in log.splitlines() if "DDS profile: " in x)
+    assert "fastdds_large_images.xml (shipped" in line, line
+    camera = processes.start(PEER, "--topic", "/image", "--rate", "10", "--width", "640",
+                             "--height", "427", "--duration", "600", name="stream", env=env)
+    wait_output(processes, camera, "streaming", timeout=120)
+    planner = processes.start(BURST_PEER, "--calls", str(CALLERS), "--timeout", "300",
+                              name="burst", env=env)
+    out = wait_output(processes, planner, "done ", timeout=420)
+    report = json.loads(out.split("done ", 1)[1].splitlines()[0])
+    assert report["returned"] == CALLERS, report
+    assert report["ids"] == sorted(f"burst-{i}" for i in range(CALLERS)), report
+    assert report["ok"] >= 1 and all("queue full" in e for e in report["errors"]), report
+    assert node.poll() is None
 
 
 def test_cancel_during_decoding_ends_the_goal_within_a_few_steps(

@@ -6,6 +6,12 @@ deliver a fraction of a 30 Hz 1080p stream (docs/robot.md, "Large images over DD
 reads the profile once, when a process creates its first participant, so the variables must be
 set before rclpy.init() -- in every process of the image path.
 
+The node applies it to itself (:func:`use_large_image_profile`, called by
+:mod:`stamp_ros.cli.run_node` before ``rclpy.init``), so a node started any way (``ros2 run``,
+``python -m``, the launch file) gets it; a profile the user set in either variable wins, and
+``STAMP_ROS_DDS_PROFILE=default`` keeps Fast DDS's defaults. Its UDP is on 127.0.0.1 only:
+subscribers on other hosts need their own profile (docs/robot.md).
+
 Which variable depends on the distro's Fast DDS: 3.x (Kilted and later) reads
 ``FASTDDS_DEFAULT_PROFILES_FILE`` and prints a deprecation warning at every start when
 ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set too; 2.x (Humble's 2.6, Jazzy's 2.14) reads only
@@ -16,12 +22,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 PROFILE_NAME = "fastdds_large_images.xml"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 """Fast DDS 3.x reads the first, 2.x the second; a value of either set by the user wins."""
+CHOICE_VARIABLE = "STAMP_ROS_DDS_PROFILE"
+"""``default``: the node keeps Fast DDS's default transports instead of the shipped profile
+(the launch file sets it for ``large_images:=false``)."""
 FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
 """ROS distros that ship Fast DDS 2.x (used when no Fast DDS install is found to look at)."""
 
@@ -79,3 +88,30 @@ def large_image_env(profile: Path | None = None,
         return {}
     path = profile or large_image_profile()
     return {profile_variable(environ): str(path)} if path is not None else {}
+
+
+def use_large_image_profile(environ: MutableMapping[str, str] | None = None) -> str:
+    """Load the shipped profile in this process (before ``rclpy.init``) unless the user chose
+    otherwise; the line that says which profile is in force, for the node's log.
+
+    Kept as chosen: a profile in either Fast DDS variable, ``STAMP_ROS_DDS_PROFILE=default``,
+    or an RMW other than Fast DDS (``RMW_IMPLEMENTATION``), which reads no Fast DDS profile.
+    """
+    environ = os.environ if environ is None else environ
+    rmw = environ.get("RMW_IMPLEMENTATION", "")
+    if rmw and not rmw.startswith("rmw_fastrtps"):
+        return f"DDS: {rmw} (RMW_IMPLEMENTATION): the Fast DDS profile does not apply"
+    for name in PROFILE_VARIABLES:
+        if environ.get(name):
+            return f"DDS profile: {environ[name]} (yours, from {name})"
+    if environ.get(CHOICE_VARIABLE, "").strip().lower() == "default":
+        return (f"DDS profile: Fast DDS's defaults ({CHOICE_VARIABLE}=default): large frames "
+                "arrive at a fraction of their rate and bursts of calls can be lost")
+    env = large_image_env(environ=environ)
+    if not env:
+        return "DDS profile: Fast DDS's defaults (the shipped profile is not installed here)"
+    environ.update(env)
+    ((name, path),) = env.items()
+    return (f"DDS profile: {path} (shipped: shared memory with 64 MB segments + UDP on "
+            f"127.0.0.1 only, set in {name}; peers on other hosts need your own profile, "
+            f"or {CHOICE_VARIABLE}=default)")

@@ -73,6 +73,8 @@ class InferenceWorker:
     * A lane that goes down (:meth:`lane_down`: its process died) takes nothing until
       :meth:`lane_up`; its continuous frames are dropped, and when no lane is up the waiting
       requests are answered with the reason.
+    * ``loading``: every lane starts down while its model loads; requests wait in the queue
+      (still bounded) until a lane comes up, or get the load's error from :meth:`stop`.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class InferenceWorker:
         on_start: Callable[[], None] | None = None,
         lanes: Sequence[Any] = (None,),
         pins: Mapping[str, int] | None = None,
+        loading: bool = False,
     ) -> None:
         if not lanes:
             raise ValueError("the worker needs at least one lane")
@@ -98,7 +101,7 @@ class InferenceWorker:
         self._cond = threading.Condition()
         self._running = True
         self._busy = [False] * len(self._lanes)
-        self._up = [True] * len(self._lanes)
+        self._up = [not loading] * len(self._lanes)
         self._down_for_good: dict[int, str] = {}
         self.dropped_frames = 0
         self.rejected = 0

@@ -2,8 +2,9 @@
 
 :class:`ModelProcesses` is the node's side of :mod:`stamp_ros.inference`: it turns the
 ``[reload]`` parameters into a :class:`~stamp_ros.inference.protocol.LoadSpec` per device,
-starts the :class:`~stamp_ros.inference.pool.InferencePool` on activate (or keeps the one that
-deactivate left running for the same model), forwards the live settings, and hears the
+prepares and loads the :class:`~stamp_ros.inference.pool.InferencePool` on activate (or keeps the
+one that deactivate left running for the same model; :mod:`stamp_ros.ros.activation` loads it
+on a thread of its own), forwards the live settings, and hears the
 processes' events on their reader threads: a crash stops the worker's lane (what waited there is
 answered with the reason), a restart brings it back, and both are counted for /diagnostics.
 """
@@ -32,6 +33,8 @@ class ModelProcesses:
         self._log = logger
         self._worker = worker
         self.pool: InferencePool | None = None
+        """The loaded processes (None until a load has finished)."""
+        self._loading: InferencePool | None = None
         self.restarts = 0
         """Crashes that were followed by a restart, since the node started."""
         self.last_failure = ""
@@ -53,9 +56,9 @@ class ModelProcesses:
         devices = [str(d).strip() or device for d in param("devices")] or [device]
         return spec, devices, int(param("inference_threads"))
 
-    def start(self) -> InferencePool:
-        """The running pool when deactivate kept one for the same model, else a new one,
-        loaded (raises :class:`~stamp_ros.engine.errors.EngineError` when a model fails)."""
+    def prepare(self) -> InferencePool:
+        """The pool to activate: the running one when deactivate kept it for the same model,
+        else a new one, not started yet (:meth:`load` starts it)."""
         spec, devices, threads = self.load_spec()
         pool = self.pool
         if pool is not None:
@@ -64,17 +67,31 @@ class ModelProcesses:
                 self._apply_live_settings(pool)
                 return pool
             self.close()
-        t0 = time.monotonic()
         pool = InferencePool(spec, devices, threads, listener=self)
         self._apply_live_settings(pool)
-        pool.start()
-        self.pool = pool
-        self._log.info(f"loaded {spec.model} in {time.monotonic() - t0:.1f} s in "
-                       f"{len(devices)} inference process(es): {pool.describe()}")
+        self._loading = pool
         return pool
 
+    def load(self, pool: InferencePool) -> None:
+        """Start ``pool`` and wait until every process has loaded the model (raises
+        :class:`~stamp_ros.engine.errors.EngineError` naming the first failure); a kept pool
+        is ready already."""
+        if pool is self.pool:
+            return
+        t0 = time.monotonic()
+        try:
+            pool.start()
+        finally:
+            self._loading = None
+        self.pool = pool
+        self._log.info(f"loaded {pool.spec.model} in {time.monotonic() - t0:.1f} s in "
+                       f"{len(pool.devices)} inference process(es): {pool.describe()}")
+
     def close(self) -> None:
-        """End every process (the model's memory is returned)."""
+        """End every process (the model's memory is returned), a pool still loading too."""
+        loading, self._loading = self._loading, None
+        if loading is not None:
+            loading.close()
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.close()
@@ -83,10 +100,10 @@ class ModelProcesses:
     def set_live(self, name: str, value: Any) -> None:
         """A live parameter changed: the processes take it with their next request."""
         attribute = LIVE_PROCESS_SETTINGS.get(name)
-        pool = self.pool
-        if attribute is not None and pool is not None:
-            for proc in pool.processes:
-                setattr(proc, attribute, value)
+        for pool in (self.pool, self._loading):
+            if attribute is not None and pool is not None:
+                for proc in pool.processes:
+                    setattr(proc, attribute, value)
 
     def _apply_live_settings(self, pool: InferencePool) -> None:
         for proc in pool.processes:

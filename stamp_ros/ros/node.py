@@ -1,27 +1,24 @@
 """StampNode: camera frames + a sentence in; answer text, masks and 3D objects out.
 
 A lifecycle node that configures and activates itself at start-up, so ``ros2 run`` and
-``ros2 launch`` just work, while ``deactivate`` frees the model (and GPU memory) and
-``activate`` loads it again. An inactive node stays reachable: a request that arrives while it
-is inactive gets an error result naming the reason instead of no answer at all, because a
-planner blocked on a call that never returns is worse than one told "inactive".
+``ros2 launch`` just work; ``deactivate`` frees the model (and GPU memory), ``activate`` loads
+it again, on a thread of its own (:mod:`stamp_ros.ros.activation`): frames, queries, calls and
+parameters are taken meanwhile. An inactive node stays reachable: a request gets an error
+result naming the reason, because a planner blocked on a call that never returns is worse than
+one told "inactive".
 
-The model runs in separate inference processes (:mod:`stamp_ros.inference`, one per entry of
-``devices``), started on activate and ended on deactivate (``free_on_deactivate``) or cleanup:
-a crash of the model (a CUDA error, an abort in a kernel, the OOM killer) costs the requests it
-was working on, answered with the reason, and a restart, never the node. This process keeps
-everything ROS and never imports torch.
+The model runs in inference processes (:mod:`stamp_ros.inference`, one per entry of
+``devices``; :mod:`stamp_ros.ros.model_processes`): a crash of the model (a CUDA error, an
+abort in a kernel, the OOM killer) costs the requests it was working on, answered with the
+reason, and a restart, never the node. This process keeps everything ROS, never torch.
 
 Callbacks never touch the model and never wait for it: frames are stored as they came off the
-wire, requests go to the :class:`InferenceWorker` (one consumer thread per inference process),
-and service and action callbacks are coroutines that yield their executor thread until the
-worker answers. What happens to a request on a consumer thread is
-:mod:`stamp_ros.ros.requests`; 3D outputs are :mod:`stamp_ros.ros.objects3d`; counters are
-:mod:`stamp_ros.ros.diagnostics`; what is wrong with the inputs (QoS, silence,
-depth units) is :mod:`stamp_ros.ros.input_watch`; boxes tracked between model answers are
-:mod:`stamp_ros.ros.tracking`.
+wire, requests go to the :class:`InferenceWorker`, and service and action callbacks are
+coroutines that yield their executor thread until it answers. A request on a consumer thread is
+:mod:`stamp_ros.ros.requests`; 3D is :mod:`stamp_ros.ros.objects3d`; reports are
+:mod:`stamp_ros.ros.health`; input problems :mod:`stamp_ros.ros.input_watch`; tracking between
+model answers :mod:`stamp_ros.ros.tracking`.
 """
-
 from __future__ import annotations
 
 import gc
@@ -45,6 +42,7 @@ from stamp_ros.inference.scheduler import InferenceWorker, Job
 from stamp_ros.msg import Segmentation
 from stamp_ros.pipeline.conversations import ConversationStore
 from stamp_ros.pipeline.params import BY_NAME, PARAMS, validate
+from stamp_ros.ros.activation import ModelLoad, activate_in_background
 from stamp_ros.ros.calls import SegmentCalls
 from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
 from stamp_ros.ros.diagnostics import Stats
@@ -60,9 +58,7 @@ from stamp_ros.srv import Track
 OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray,
                                   Segmentation), strict=True))
 QUERY_HISTORY_DEPTH = 1000
-"""Plain-text queries kept in the ``query`` subscription until the executor takes them: 100 s
-of queries at 10 Hz, a few kB in all, so none is lost while a lifecycle transition holds the
-executor (a depth of 100 lost queries in a 10-s activate at 10 Hz, test_robustness.py)."""
+"""Plain-text queries kept until the executor takes them (100 s at 10 Hz, a few kB)."""
 class StampNode(LifecycleNode):
     """The stamp_ros node (see the module docstring and docs/interface.md)."""
 
@@ -84,6 +80,7 @@ class StampNode(LifecycleNode):
         self._tracks.camera_of = lambda name: self._calls.camera(name)
         self._tracks.refusal = lambda job: self._pipeline.refusal(job, self._worker is not None)
         self._worker: InferenceWorker | None = None
+        self._loading: ModelLoad | None = None
         self._model = ModelProcesses(self._param, self.get_logger(), lambda: self._worker)
         self._health = NodeHealth(self, self._param, self._stats, self._model,
                                   lambda: self._worker, self._down_reason)
@@ -102,6 +99,7 @@ class StampNode(LifecycleNode):
         self._watch: InputWatch | None = None
         self._health_timer: Any = None
         self._self_test: Any = None
+        activate_in_background(self, self.load_model)
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -198,23 +196,43 @@ class StampNode(LifecycleNode):
                                f"{self._param('mode')}")
         return TransitionCallbackReturn.SUCCESS
 
+    async def load_model(self) -> None:
+        """Load the model for ``activate`` without holding the executor: requests queue and
+        frames arrive meanwhile (:mod:`stamp_ros.ros.activation`). Nothing to load unless the
+        node is configured and inactive (else the transition itself refuses)."""
+        if self._wake is not None and not self._active:
+            await self._begin_loading().finished(self._wake)
+
+    def _begin_loading(self) -> ModelLoad:
+        if self._loading is None:
+            self._pipeline.unavailable_reason = f"the model {self._param('model')!r} is loading"
+            pins = {name: i for i, name in enumerate(self._cameras)}
+            self._loading = ModelLoad(self._model, lambda pool: InferenceWorker(
+                self._pipeline.handle, self._pipeline.reject, int(self._param("max_pending")),
+                lanes=pool.processes, pins=pins, loading=True))
+            self._worker = self._loading.worker
+        return self._loading
+
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """Start the inference process(es), wait until the model is loaded in each (they warm
-        up on their own afterwards), and start serving."""
-        try:
-            pool = self._model.start()
-        except Exception as exc:  # a missing model must not kill the node: it answers errors
-            self._pipeline.unavailable_reason = (
-                f"model {self._param('model')!r} could not be loaded: {exc}")
-            self.get_logger().error(self._pipeline.unavailable_reason)
+        """Serve on the loaded model (:meth:`load_model` loaded it; a direct
+        ``trigger_activate`` loads it here); FAILURE, and every waiting request answered with
+        the reason, when it did not load."""
+        loading = self._begin_loading()
+        loading.wait()
+        self._loading = None
+        worker = loading.worker
+        if loading.error:  # a missing model must not kill the node: it answers errors
+            reason = f"model {self._param('model')!r} could not be loaded: {loading.error}"
+            self._pipeline.unavailable_reason = reason
+            self.get_logger().error(reason)
+            self._worker = None
+            worker.stop(reason)
             return TransitionCallbackReturn.FAILURE
-        names = list(self._cameras)
-        self._worker = InferenceWorker(
-            self._pipeline.handle, self._pipeline.reject, int(self._param("max_pending")),
-            lanes=pool.processes, pins={name: i for i, name in enumerate(names)})
-        for lane, proc in enumerate(pool.processes):  # died between loading and now
-            if proc.state != "ready":
-                self._worker.lane_down(lane, proc.last_failure, proc.state == "restarting")
+        for lane, proc in enumerate(loading.pool.processes):  # died since it loaded: down
+            if proc.state == "ready":
+                worker.lane_up(lane)
+            else:
+                worker.lane_down(lane, proc.last_failure, proc.state == "restarting")
         self._tracks.start()
         self._active = True
         if self._watch is not None:
@@ -255,6 +273,7 @@ class StampNode(LifecycleNode):
 
     def _stop_serving(self, reason: str, free: bool = True) -> None:
         self._active = False
+        self._loading = None
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(reason)
@@ -271,14 +290,11 @@ class StampNode(LifecycleNode):
         for timer in (self._stats_timer, self._health_timer):
             if timer is not None:
                 self.destroy_timer(timer)
-        if self._self_test is not None:
-            self.destroy_service(self._self_test)
+        for service in (self._self_test, self._service, self._track_service):
+            if service is not None:
+                self.destroy_service(service)
         if self._action_server is not None:
             self._action_server.destroy()
-        if self._service is not None:
-            self.destroy_service(self._service)
-        if self._track_service is not None:
-            self.destroy_service(self._track_service)
         for sub in self._input_subscriptions:
             self.destroy_subscription(sub)
         for pub in [*self._output_publishers, self._health.publisher]:
