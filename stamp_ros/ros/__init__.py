@@ -4,6 +4,7 @@
 * :mod:`~stamp_ros.ros.calls`: the ``~/segment`` service and action (calls -> jobs -> answers);
 * :mod:`~stamp_ros.ros.requests`: one request from job to published result (``RequestPipeline``);
 * :mod:`~stamp_ros.ros.model_processes`: the node's inference processes (start, end, events);
+* :mod:`~stamp_ros.ros.activation`: ``activate`` loads the model without holding the executor;
 * :mod:`~stamp_ros.ros.camera`: one camera's topics, frame cache and outputs;
 * :mod:`~stamp_ros.ros.tracking`: ``TrackStream``, the tracking thread and ``~/tracks``;
 * :mod:`~stamp_ros.ros.objects3d`: 3D with tf2, ``~/points`` and ``~/markers``
