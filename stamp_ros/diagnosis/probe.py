@@ -4,7 +4,10 @@ The data model (:class:`Probe`: the node, its parameters and one :class:`ProbedI
 input with the doctor's :class:`Sample` of it) is filled by :mod:`stamp_ros.ros.doctor_probe`
 (rclpy) and judged here without ROS, with the node's own rules
 (:func:`stamp_ros.diagnosis.input_verdict.diagnose`), so the doctor and the node's warnings
-always agree; :mod:`stamp_ros.cli.doctor` prints the result.
+always agree; :mod:`stamp_ros.cli.doctor` prints the result. How the node would pair the
+measured colour frames with the measured depth images (:class:`DepthPairing`) is worked out by
+:mod:`stamp_ros.cli.doctor` with the node's own rule (:func:`stamp_ros.spatial.depth3d.pair_stamp`:
+spatial is on this package's layer, so it is not imported here) and judged here.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from dataclasses import dataclass, field
 from stamp_ros.diagnosis.input_verdict import InputFacts, Peer, Verdict, diagnose
 from stamp_ros.diagnosis.qos_compat import EndpointQos
 
-__all__ = ["InputReport", "Probe", "ProbedInput", "Sample", "depth_skew_s", "extra_problems",
-           "judge", "node_verdict"]
+__all__ = ["DepthPairing", "InputReport", "Probe", "ProbedInput", "Sample", "colour_sample",
+           "extra_problems", "judge", "node_verdict"]
 
 
 @dataclass
@@ -36,6 +39,11 @@ class Sample:
     depth_problem: str | None = None
     intrinsics_ok: bool | None = None
     """camera_info: K has positive focal lengths (None: not a camera_info input)."""
+    durability: str = "VOLATILE"
+    """The doctor's subscription: TRANSIENT_LOCAL where every publisher offers it (latched)."""
+    latched: int = 0
+    """Messages a TRANSIENT_LOCAL subscription received before the window opened: the
+    publishers' stored (latched) messages; not part of ``messages`` or the rate."""
 
     @property
     def rate_hz(self) -> float:
@@ -63,6 +71,33 @@ class ProbedInput:
     """The node's own status message for this input (from ~/self_test)."""
     node_publishers: int = 0
     """Publishers the node itself sees on the topic (from ~/self_test)."""
+    node_ever_received: bool | None = None
+    """Whether the node has received any message on it (~/self_test ``last_message_age_s`` is
+    not "never"); None when the node does not say."""
+    depth_pairing: DepthPairing | None = None
+    """depth: how the node would pair the camera's measured colour frames with it."""
+
+
+@dataclass
+class DepthPairing:
+    """The node's pairing rule applied to what the doctor measured on one camera: for each
+    colour frame judged, the distance to its nearest depth stamp, and how many of them have no
+    depth image within ``depth_max_skew`` (the node withholds their 3D)."""
+
+    skews_s: list[float]
+    """Per colour frame judged: seconds to the nearest depth stamp."""
+    withheld: int
+    """Colour frames the node pairs with no depth image (3D withheld)."""
+    max_skew_s: float
+    """The node's ``depth_max_skew``."""
+
+    @property
+    def frames(self) -> int:
+        return len(self.skews_s)
+
+    @property
+    def withheld_share(self) -> float:
+        return self.withheld / self.frames if self.frames else 0.0
 
 
 @dataclass
@@ -90,30 +125,54 @@ def _remap_name(item: ProbedInput) -> str:
     return f"{item.camera}/{item.role}" if item.camera not in ("", "default") else item.role
 
 
-def depth_skew_s(depth: Sample, image: Sample) -> float | None:
-    """Median distance (s) from each depth stamp to the nearest colour stamp measured."""
-    if not depth.stamps or not image.stamps:
+def colour_sample(item: ProbedInput, probe: Probe) -> Sample | None:
+    """The measured colour stream of ``item``'s camera (what its depth is paired with)."""
+    return next((i.sample for i in probe.inputs if i.camera == item.camera
+                 and i.role in ("image", "image/compressed") and i.sample), None)
+
+
+def _skew_problem(pairing: DepthPairing) -> str | None:
+    if not pairing.withheld:
         return None
-    return statistics.median(min(abs(d - i) for i in image.stamps) for d in depth.stamps)
+    ms = [s * 1000 for s in pairing.skews_s]
+    return (f"3D withheld on {pairing.withheld_share:.0%} of the colour frames "
+            f"({pairing.withheld} of {pairing.frames}): depth stamps up to {max(ms):.0f} ms "
+            f"from the colour frames (median {statistics.median(ms):.0f} ms, depth_max_skew "
+            f"{pairing.max_skew_s * 1000:.0f} ms); the node pairs each colour frame with its "
+            "nearest depth image: publish depth aligned with and stamped like every colour "
+            "frame (depth at the colour rate), or raise depth_max_skew")
+
+
+def _missed_latched(item: ProbedInput) -> str | None:
+    """The doctor got only a latched message the node never received: it was published before
+    the node's VOLATILE subscription existed, and will not come again."""
+    sample = item.sample
+    if (sample is None or not sample.latched or sample.messages
+            or item.node_ever_received is not False
+            or (item.node_qos is not None and item.node_qos.durability != "VOLATILE")):
+        return None
+    return (f"the node has no message on {item.topic}: it was published once, latched "
+            "(TRANSIENT_LOCAL), before the node subscribed, and the node subscribes VOLATILE "
+            "(it receives only what is published after it subscribed): start the publisher "
+            "after the node (or restart it), or have it publish periodically")
 
 
 def extra_problems(item: ProbedInput, probe: Probe) -> list[str]:
-    """Findings beyond "does data arrive": depth units, depth/colour skew, intrinsics."""
+    """Findings beyond "does data arrive": depth units, depth/colour skew (as the node pairs:
+    ``item.depth_pairing``), a latched message the node missed, intrinsics."""
     sample = item.sample
-    if sample is None or not sample.messages:
+    if sample is None or not (sample.messages or sample.latched):
         return []
     found = []
     if item.role == "depth":
         if sample.depth_problem:
             found.append(sample.depth_problem)
-        image = next((i.sample for i in probe.inputs if i.camera == item.camera
-                      and i.role in ("image", "image/compressed") and i.sample), None)
-        skew = depth_skew_s(sample, image) if image else None
-        limit = float(probe.params.get("depth_max_skew", 0.05))
-        if skew is not None and skew > limit:
-            found.append(f"depth stamps {skew * 1000:.0f} ms from the colour frames "
-                         f"(depth_max_skew {limit * 1000:.0f} ms): 3D is withheld; publish "
-                         "aligned depth stamped like the colour frame, or raise depth_max_skew")
+        skew = _skew_problem(item.depth_pairing) if item.depth_pairing else None
+        if skew:
+            found.append(skew)
+    missed = _missed_latched(item)
+    if missed:
+        found.append(missed)
     if item.role == "camera_info" and sample.intrinsics_ok is False:
         found.append("camera_info has no intrinsics (K is zero): calibrate the camera or fix "
                      "the driver's camera_info_url")
@@ -125,11 +184,15 @@ def judge(item: ProbedInput, probe: Probe) -> Verdict:
     observation window)."""
     sample = item.sample
     measured = sample is not None
+    # A latched camera_info (published once, TRANSIENT_LOCAL: static cameras, simulators) is
+    # complete with its one message: no rate is expected of it.
+    latched_info = measured and item.role == "camera_info" and sample.latched > 0
     facts = InputFacts(
         role=item.role, topic=item.topic, remap_name=_remap_name(item), msg_type=item.msg_type,
         node_qos=item.node_qos, publishers=tuple(item.publishers),
-        received=sample.messages if measured else 0,
-        silent_s=(probe.seconds if measured and not sample.messages else None),
+        received=sample.messages + sample.latched if measured else 0,
+        silent_s=(probe.seconds if measured and not sample.messages and not latched_info
+                  else None),
         required=item.required, similar=tuple(item.similar),
         input_timeout=probe.seconds if measured else 0.0,
         extra_problems=tuple(extra_problems(item, probe)))

@@ -3,10 +3,16 @@
 A short-lived probe node in the same domain: it waits for the target to be discovered, reads
 its lifecycle state (``~/get_state``), its parameters (``~/get_parameters``) and its inputs
 (``~/self_test``: role, camera, resolved topic of each), takes both sides' QoS from the graph,
-then subscribes to every streaming input (best effort + volatile, which matches any publisher;
-raw, so frames are counted without being deserialised) for ``seconds`` and records rates, sizes,
-stamps, encodings and the depth units. The result is a plain
-:class:`stamp_ros.diagnosis.probe.Probe`.
+then subscribes to every streaming input (raw, so frames are counted without being
+deserialised) for ``seconds`` and records rates, sizes, stamps, encodings and the depth units.
+The result is a plain :class:`stamp_ros.diagnosis.probe.Probe`.
+
+Each input is subscribed with the durability its publishers offer (:func:`subscription_qos`):
+best effort + volatile matches any publisher, but never receives what a latched publisher
+(TRANSIENT_LOCAL: a static camera's or a simulator's camera_info, published once) sent before
+the subscription existed; where every publisher is RELIABLE + TRANSIENT_LOCAL the probe asks for
+the same and gets the stored messages (a TRANSIENT_LOCAL reader matches no VOLATILE writer, and
+Fast DDS hands the stored messages only to reliable readers).
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ from lifecycle_msgs.srv import GetState
 from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import parameter_value_to_python
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from stamp_ros.diagnosis.depth_units import check_depth
-from stamp_ros.diagnosis.input_verdict import MSG_TYPES, STREAM_ROLES
+from stamp_ros.diagnosis.input_verdict import MSG_TYPES, STREAM_ROLES, Peer
 from stamp_ros.diagnosis.probe import Probe, ProbedInput, Sample
 from stamp_ros.diagnosis.qos_graph import endpoint_qos, node_fqn, peer, published_topics
 from stamp_ros.diagnosis.similar_topics import similar_topics
@@ -46,8 +52,9 @@ TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": Comp
 class _Recorder:
     """Counts one topic's raw messages and decodes the first few."""
 
-    def __init__(self, msg_type: type, depth_scale: float, is_depth: bool) -> None:
-        self.sample = Sample()
+    def __init__(self, msg_type: type, depth_scale: float, is_depth: bool,
+                 durability: str = "VOLATILE") -> None:
+        self.sample = Sample(durability=durability)
         self._type = msg_type
         self._scale = depth_scale
         self._depth = is_depth
@@ -55,7 +62,11 @@ class _Recorder:
         self._medians: list[float] = []
 
     def restart(self) -> None:
-        """Start the measurement window (what was decoded so far is kept)."""
+        """Start the measurement window (what was decoded so far is kept; on a TRANSIENT_LOCAL
+        subscription, what arrived so far is the publishers' stored messages: counted as
+        latched)."""
+        if self.sample.durability == "TRANSIENT_LOCAL":
+            self.sample.latched = self.sample.messages
         self.sample.messages = self.sample.bytes_total = 0
         self.sample.stamps = []
 
@@ -136,11 +147,13 @@ def _inputs(node: Any, fqn: str) -> list[ProbedInput]:
         values = {kv.key: kv.value for kv in status.values}
         if "role" not in values or "topic" not in values:
             continue
+        age = values.get("last_message_age_s")
         found.append(ProbedInput(
             role=values["role"], camera=values.get("camera", ""), topic=values["topic"],
             msg_type=values.get("type") or MSG_TYPES.get(values["role"], ""),
             required=values.get("required", "true") == "true", node_qos=None, publishers=[],
-            node_status=status.message, node_publishers=int(values.get("publishers", "0"))))
+            node_status=status.message, node_publishers=int(values.get("publishers", "0")),
+            node_ever_received=None if age is None else age != "never"))
     return found
 
 
@@ -164,15 +177,37 @@ def _graph(node: Any, fqn: str, inputs: list[ProbedInput]) -> None:
                            if node_fqn(i.node_namespace, i.node_name) != own]
 
 
+def subscription_qos(publishers: list[Peer]) -> QoSProfile:
+    """The probe's QoS for a topic with these publishers: RELIABLE + TRANSIENT_LOCAL where every
+    one offers both (latched: the stored messages are delivered), else best effort + volatile
+    (matches any publisher; a TRANSIENT_LOCAL reader would match no VOLATILE writer, and the
+    writer would log an incompatible-QoS warning about the doctor)."""
+    offered = [p.qos for p in publishers if p.qos is not None]
+    if offered and all(q.durability == "TRANSIENT_LOCAL" and q.reliability == "RELIABLE"
+                       for q in offered):
+        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+def _publishers_of(node: Any, item: ProbedInput) -> list[Peer]:
+    """The topic's publishers of the input's type (of unknown type too) as the graph has them
+    now (their nodes may not be named yet: only their QoS is read)."""
+    return [p for p in map(peer, node.get_publishers_info_by_topic(item.topic))
+            if not p.msg_type or p.msg_type == item.msg_type]
+
+
 def _measure(node: Any, inputs: list[ProbedInput], seconds: float, depth_scale: float) -> float:
     """Subscribe to every streaming input that has a publisher, for ``seconds``."""
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     subs, recorders = [], []
     for item in inputs:
         msg_type = TYPES.get(item.msg_type)
         if item.role not in STREAM_ROLES or msg_type is None:
             continue
-        recorder = _Recorder(msg_type, depth_scale, item.role == "depth")
+        qos = subscription_qos(_publishers_of(node, item))
+        durability = "TRANSIENT_LOCAL" if qos.durability == DurabilityPolicy.TRANSIENT_LOCAL \
+            else "VOLATILE"
+        recorder = _Recorder(msg_type, depth_scale, item.role == "depth", durability)
         subs.append(node.create_subscription(msg_type, item.topic, recorder, qos, raw=True))
         recorders.append((item, recorder))
     # The window opens once every input the node hears from has reached the doctor too (or

@@ -35,21 +35,36 @@ def _seconds(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def pair_depth(header: Any, depth_msgs: Sequence[Any], max_skew: float) -> Any | None:
-    """The depth image whose stamp is closest to the colour frame's, within ``max_skew``."""
-    t = _seconds(header.stamp)
+def pair_stamp(t: float, depth_stamps: Sequence[float], max_skew: float) -> int | None:
+    """The pairing rule, on stamps (seconds): the index of the depth stamp closest to the colour
+    frame's ``t``, within ``max_skew`` (of equally close ones the last); None when none is that
+    close (the frame gets no 3D). The node and ``stamp-ros bag`` apply it through
+    :func:`pair_depth`, ``stamp-ros doctor`` to the stamps it measured."""
     best, best_dt = None, max_skew
-    for msg in depth_msgs:
-        dt = abs(_seconds(msg.header.stamp) - t)
+    for k, stamp in enumerate(depth_stamps):
+        dt = abs(stamp - t)
         if dt <= best_dt:
-            best, best_dt = msg, dt
+            best, best_dt = k, dt
     return best
+
+
+def nearest_stamp_skew(t: float, depth_stamps: Sequence[float]) -> float | None:
+    """Seconds from the colour frame's ``t`` to the closest depth stamp (None: no depth)."""
+    return min((abs(stamp - t) for stamp in depth_stamps), default=None)
+
+
+def pair_depth(header: Any, depth_msgs: Sequence[Any], max_skew: float) -> Any | None:
+    """The depth image whose stamp is closest to the colour frame's, within ``max_skew``
+    (:func:`pair_stamp`)."""
+    k = pair_stamp(_seconds(header.stamp),
+                   [_seconds(msg.header.stamp) for msg in depth_msgs], max_skew)
+    return None if k is None else depth_msgs[k]
 
 
 def nearest_skew(header: Any, depth_msgs: Sequence[Any]) -> float | None:
     """Seconds between the colour frame and the closest depth image (None: no depth)."""
-    t = _seconds(header.stamp)
-    return min((abs(_seconds(msg.header.stamp) - t) for msg in depth_msgs), default=None)
+    return nearest_stamp_skew(_seconds(header.stamp),
+                              [_seconds(msg.header.stamp) for msg in depth_msgs])
 
 
 @dataclass
