@@ -1,10 +1,13 @@
 """The input-diagnosis rules without ROS (issue 20): QoS compatibility and its wording, similar
 topic names, the verdict rules the node's warnings and ``stamp-ros doctor`` share, arrival
-monitoring, and the doctor's verdicts and exit codes on probes built by hand."""
+monitoring, and the doctor's verdicts and exit codes on probes built by hand; the ``ros`` tests
+run the doctor against a real node (inputs the rules alone cannot show: latched topics)."""
 
 from __future__ import annotations
 
 import enum
+import re
+from pathlib import Path
 
 import pytest
 
@@ -204,6 +207,42 @@ def test_monitor_rate_age_and_silence():
     assert fast.rate_hz(10.0 + (MAX_ARRIVALS + 100) * 0.001) == pytest.approx(1000, rel=0.01)
 
 
+def test_monitor_rate_counts_from_the_first_arrival_in_the_first_window():
+    """An input that starts arriving in the middle of the first window (the monitor was
+    created, or watching began, before): its rate is over the time it has been observed, from
+    its first arrival until now, not over the whole window."""
+    m = InputMonitor("image", "default", "image", IMAGE)
+    m.watch(100.0)
+    assert m.rate_hz(102.0) == 0.0, "nothing arrived"
+    for i in range(5):  # 8 Hz from 102.0 (exact in binary)
+        m.arrived(102.0 + i * 0.125)
+    assert m.rate_hz(102.5) == pytest.approx(8.0)
+    for i in range(5, 17):
+        m.arrived(102.0 + i * 0.125)
+    assert m.rate_hz(104.0) == pytest.approx(8.0)
+    assert m.rate_hz(104.0625) == pytest.approx(16 / 2.0625), "until now, not the last arrival"
+    for i in range(17, 57):  # past one window: the window's count over the window
+        m.arrived(102.0 + i * 0.125)
+    assert m.rate_hz(109.0625) == pytest.approx(40 / RATE_WINDOW_S)
+    one = InputMonitor("image", "default", "image", IMAGE)
+    one.arrived(50.0)
+    assert one.rate_hz(50.0) == 0.0, "one message: no interval yet"
+    assert one.rate_hz(52.0) == 0.0
+
+
+def test_monitor_rate_after_watching_began_counts_from_then():
+    """A stream already arriving when watching began (activation): the rate counts what
+    arrived since then, over the time since then (``received`` restarts there too)."""
+    m = InputMonitor("image", "default", "image", IMAGE)
+    for i in range(40):  # 8 Hz from 95.0, before activation, then a pause
+        m.arrived(95.0 + i * 0.125)
+    m.watch(101.0)
+    for i in range(1, 9):  # 4 Hz after it
+        m.arrived(101.0 + i * 0.25)
+    assert m.total == 8
+    assert m.rate_hz(103.0) == pytest.approx(4.0)
+
+
 # ------------------------------------------------------------------ doctor rules
 def probe(*inputs: ProbedInput, state: str = "active", **kw) -> Probe:
     return Probe(node="/stamp_node", domain="7", found=True, state=state, model="m",
@@ -256,11 +295,14 @@ def test_doctor_checks_depth_skew_units_and_intrinsics():
     cinfo = item("camera_info", "/camera_info", "sensor_msgs/msg/CameraInfo", [info],
                  stream([1.0], intrinsics_ok=False))
     p = probe(image, depth, cinfo)
-    v = judge(depth, p)
+    reports, _node, code = run(p)  # pairs the depth as the node does, then judges
+    v = reports[1].verdict
     assert v.level == "warn" and "looks like millimetres" in v.message
-    assert "depth stamps 200 ms from the colour frames (depth_max_skew 50 ms)" in v.message
+    assert ("3D withheld on 100% of the colour frames (2 of 2): depth stamps up to 200 ms from "
+            "the colour frames (median 200 ms, depth_max_skew 50 ms)") in v.message
+    assert v == judge(depth, p)
     assert "K is zero" in judge(cinfo, p).message
-    assert run(p)[2] == 1
+    assert code == 1
 
 
 def test_stamp_ros_works_without_rclpy_and_doctor_says_it_needs_ros():
@@ -278,3 +320,135 @@ def test_stamp_ros_works_without_rclpy_and_doctor_says_it_needs_ros():
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "stamp-ros doctor: needs ROS 2" in proc.stderr
+
+
+def _stamped(t: float):
+    """A message (or header) of the duck type depth3d reads: header.stamp.sec/nanosec."""
+    from types import SimpleNamespace
+
+    sec, nanosec = divmod(round(t * 1e9), 10**9)
+    stamp = SimpleNamespace(sec=sec, nanosec=nanosec)
+    return SimpleNamespace(stamp=stamp, header=SimpleNamespace(stamp=stamp))
+
+
+def _rgbd_probe(colour_hz: float, depth_hz: float, seconds: float = 3.0) -> Probe:
+    """Colour and depth from one camera, stamped on a common clock (depth aligned with every
+    n-th colour frame), as a doctor's measurement would record them."""
+    cam = Peer("/camera", IMAGE, RELIABLE)
+    colour = [100.0 + k / colour_hz for k in range(round(seconds * colour_hz))]
+    depth = [100.0 + k / depth_hz for k in range(round(seconds * depth_hz))]
+    return probe(item("image", "/image", publishers=[cam], sample=stream(colour)),
+                 item("depth", "/depth", publishers=[cam], sample=stream(depth)))
+
+
+def test_doctor_judges_depth_skew_the_way_the_node_pairs():
+    """30 Hz colour with 5 Hz depth: every depth image has a colour frame at its stamp (the old
+    depth -> nearest colour measure said ~0 ms, OK), but the node pairs each colour frame with
+    its nearest depth image and withholds 3D on the half of them more than depth_max_skew
+    (50 ms) away. The doctor says so, with the node's own rule frame by frame."""
+    from stamp_ros.spatial.depth3d import pair_depth
+
+    p = _rgbd_probe(30.0, 5.0)
+    reports, _node, code = run(p)
+    depth = next(r.verdict for r in reports if r.input.role == "depth")
+    assert code == 1 and depth.level == "warn", depth
+    share = re.search(r"3D withheld on (\d+)% of the colour frames \((\d+) of (\d+)\)",
+                      depth.message)
+    assert share, depth.message
+    assert 45 <= int(share[1]) <= 55
+    assert ("depth stamps up to 100 ms from the colour frames (median 33 ms, depth_max_skew "
+            "50 ms)") in depth.message
+    # The same frames, through the node's pairing (depth3d.pair_depth, as lift_frame does):
+    # the frames the doctor judged are those the window brackets with depth stamps.
+    colour, depth_stamps = p.inputs[0].sample.stamps, p.inputs[1].sample.stamps
+    judged = [t for t in colour if min(depth_stamps) <= t <= max(depth_stamps)]
+    msgs = [_stamped(t) for t in depth_stamps]
+    withheld = sum(pair_depth(_stamped(t), msgs, 0.05) is None for t in judged)
+    assert (int(share[2]), int(share[3])) == (withheld, len(judged))
+    assert "3D withheld" in format_report(p, reports, _node)
+
+
+def test_doctor_depth_at_half_the_colour_rate_is_fine():
+    """30 Hz colour with aligned 15 Hz depth: every colour frame has depth within 34 ms, and
+    the colour frames at the window's edges (their nearest depth may lie outside it) do not
+    make a false alarm."""
+    reports, _node, code = run(_rgbd_probe(30.0, 15.0))
+    assert code == 0, [r.verdict for r in reports]
+
+
+# ------------------------------------------------------------------ doctor against a real node
+PEERS = Path(__file__).resolve().parent / "peers"
+
+
+def _self_test_values(ros_client, topic: str) -> dict[str, str]:
+    """The node's own ~/self_test values for its input ``topic`` ({} while it has none)."""
+    from diagnostic_msgs.srv import SelfTest
+
+    reply = ros_client.call(SelfTest, "/stamp_node/self_test", SelfTest.Request(), timeout=30)
+    for status in reply.status:
+        values = {kv.key: kv.value for kv in status.values}
+        if values.get("topic") == topic:
+            return values
+    return {}
+
+
+def _run_doctor(processes) -> tuple[int, str, str]:
+    """Exit code, report and the camera_info verdict line of one doctor run."""
+    doctor = processes.start("-m", "stamp_ros.cli", "doctor", "--seconds", "2", "--wait", "30",
+                             name="doctor")
+    code = doctor.wait(timeout=180)
+    out = processes.output(doctor)
+    verdict = next((line for line in out.splitlines()
+                    if line.startswith("verdict camera_info /camera_info:")), "")
+    return code, out, verdict
+
+
+@pytest.mark.ros
+def test_doctor_receives_a_latched_camera_info(processes, ros_client, tmp_path):
+    """A static camera's camera_info published once, TRANSIENT_LOCAL, before the doctor starts:
+    the doctor subscribes with the durability the publisher offers and gets the stored message
+    (a VOLATILE probe got nothing and said "no data"). Published before the node subscribed,
+    the node (VOLATILE) never has it: the doctor says so. Published once the node's
+    subscription matched: one message is all camera_info needs, OK without a rate."""
+    import os
+    import signal
+
+    from feature_helpers import make_test_checkpoint, wait_until
+    from node_harness import start_node, wait_output
+
+    checkpoint = make_test_checkpoint(tmp_path / "stamp-tiny", seed=0)
+    info = processes.start(str(PEERS / "latched_info_peer.py"), "--topic", "camera_info",
+                           name="info")
+    wait_output(processes, info, "published", timeout=60)
+    # The node's camera_info subscription follows image_reliability: reliable, so the message
+    # published on its match below cannot be lost.
+    start_node(processes, ros_client, checkpoint, image_reliability="reliable")
+    cam = processes.start(str(PEERS / "camera_peer.py"), name="camera")  # colour only
+    wait_output(processes, cam, "publishing", timeout=60)
+    wait_until(lambda: _self_test_values(ros_client, "/camera_info").get("publishers") == "1",
+               60, "the node seeing the camera_info publisher")
+
+    code, out, verdict = _run_doctor(processes)
+    assert "publisher    /latched_info_peer: RELIABLE, TRANSIENT_LOCAL" in out, out
+    assert "+ 1 latched (TRANSIENT_LOCAL" in out and "K is zero" not in out, out
+    assert "no data" not in verdict, out
+    assert verdict.startswith("verdict camera_info /camera_info: WARN the node has no message "
+                              "on /camera_info: it was published once, latched"), out
+    assert code == 1, out
+
+    os.killpg(info.pid, signal.SIGINT)
+    info.wait(timeout=30)
+    wait_until(lambda: _self_test_values(ros_client, "/camera_info").get("publishers") == "0",
+               60, "the node seeing the camera_info publisher gone")
+    info = processes.start(str(PEERS / "latched_info_peer.py"), "--topic", "camera_info",
+                           "--wait-for-subscriber", name="info")
+    wait_output(processes, info, "published", timeout=60)
+    wait_until(lambda: _self_test_values(ros_client, "/camera_info").get(
+        "last_message_age_s", "never") != "never", 60, "the node receiving the camera_info")
+
+    code, out, verdict = _run_doctor(processes)
+    assert "+ 1 latched (TRANSIENT_LOCAL" in out, out
+    assert verdict == ("verdict camera_info /camera_info: OK receiving from "
+                       "/latched_info_peer"), out
+    assert code == 0, out
+

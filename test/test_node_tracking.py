@@ -309,3 +309,60 @@ def test_track_service_reasons(processes, ros_client, checkpoint):
     assert res.success and res.tracks_topic == "/stamp_node/tracks", res.error
     res = call("")
     assert res.success
+
+
+def test_resolution_and_track_max_side_changes_never_turn_an_answer_into_an_error(
+        processes, ros_client, slow_checkpoint):
+    """Tracking never fails a model answer. The camera switches between 640x480 and 480x360
+    (another working size) while the model is answering a frame of the old size, then
+    ``track_max_side`` changes while an answer is in flight: every ~/result is a success, and
+    after each change the tracks come back at the frames' size."""
+    node, tracks, results = start_tracking(processes, ros_client, slow_checkpoint,
+                                           reanswer_every=1, max_new_tokens=80)
+    scenes = {size: PanScene(size=size, velocity=(0, 0), frames=1, seed=0)
+              for size in ((640, 480), (480, 360))}
+
+    class Sized:
+        size = (640, 480)
+
+        def frame(self, i):
+            return scenes[self.size].frame(0)
+
+    camera = Sized()
+    stream = Stream(ros_client, camera)
+
+    def errors() -> list[str]:
+        return [f"frame {stamp_of(r) - FIRST}: {r.error}" for r in results.messages
+                if not r.success]
+
+    def tracked_at_size(since: int) -> None:
+        """Frames until an answer on a frame from ``since`` on was published and a later
+        frame got tracks of the current size."""
+        width = camera.size[0]
+        while True:
+            stream.publish()
+            answered = [r for r in results.messages if stamp_of(r) >= FIRST + since]
+            grounded = [m for m in tracks.messages if stamp_of(m) >= FIRST + since
+                        and m.instances and m.instances[0].mask.width == width]
+            if answered and grounded:
+                return
+            assert not errors(), errors()
+            assert stream.sent < since + 600, (
+                f"size {camera.size}: {len(answered)} answers, {len(grounded)} tracked "
+                f"frames since frame {since}:\n" + processes.output(node)[-3000:])
+
+    tracked_at_size(0)
+    for size in ((480, 360), (640, 480), (480, 360)):  # the model is busy on the old size
+        camera.size = size
+        tracked_at_size(stream.sent)
+
+    for side in (200, 480, 160):
+        # The tracks of a frame at the old side, then the change with no newer frame: the
+        # answer in flight is grounded after the change, before any frame at the new side.
+        last = stream.publish()
+        tracks.wait_for(1, timeout=TIMEOUT, where=lambda m, s=FIRST + last: stamp_of(m) == s)
+        set_ok(ros_client, track_max_side=side)
+        results.wait_for(1, timeout=TIMEOUT, where=lambda m, s=FIRST + last: stamp_of(m) == s)
+        tracked_at_size(stream.sent)
+    assert not errors(), errors()
+    assert all(r.success for r in results.messages)

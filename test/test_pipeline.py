@@ -172,6 +172,6 @@ def test_masks_match_the_engine_on_the_same_pixels(segmenter):
 
 
 def test_module_has_no_node_or_executor_dependency():
-    source = Path(__file__).resolve().parents[1] / "stamp_ros" / "ros" / "pipeline.py"
+    source = Path(__file__).resolve().parents[1] / "stamp_ros" / "ros" / "requests.py"
     text = source.read_text()
     assert "import rclpy" not in text and "from rclpy" not in text

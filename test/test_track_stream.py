@@ -144,3 +144,69 @@ def test_tracked_objects_get_3d_from_the_frames_depth(tracking):
     for inst in tracked.instances:
         assert inst.has_3d and inst.frame_id_3d == "cam" and inst.num_points > 0
         assert abs(inst.centroid.z - 2.0) < 1e-3
+
+
+def test_answers_across_a_resolution_change_and_a_track_max_side_change_are_successes(
+        tracking):
+    """An answer in flight while the camera changes resolution, and one in flight while
+    ``track_max_side`` changes: both are published as successes (not tracked: track id 0);
+    the next answer grounds the tracks again and the frames after it get them at the new
+    size."""
+    pipeline, camera, stream, values = tracking
+    old = PanScene(size=(640, 480), velocity=(3.0, 0.0), frames=10, seed=8)
+    new = PanScene(size=(480, 360), velocity=(3.0, 0.0), frames=10, seed=9)
+    before = [camera.frames.put(image_msg(old.frame(i), stamp_sec=10 + i)) for i in range(3)]
+    stream.process(camera, before[0])
+    first = [inst.track_id for inst in answer(pipeline, camera, before[0]).instances]
+    assert first and all(first)
+    stream.process(camera, before[1])
+    stream.process(camera, before[2])
+
+    after = [camera.frames.put(image_msg(new.frame(i), stamp_sec=20 + i)) for i in range(4)]
+    stream.process(camera, after[0])  # the tracking thread is at the new size
+    late = answer(pipeline, camera, before[2])  # the answer that was in flight
+    assert all(inst.track_id == 0 for inst in late.instances)
+    fresh = [inst.track_id for inst in answer(pipeline, camera, after[0]).instances]
+    assert fresh and all(fresh) and min(fresh) > max(first)
+    stream.process(camera, after[1])
+    tracked = camera.outputs["tracks"].messages[-1]
+    assert tracked.header.stamp.sec == 21
+    assert [inst.track_id for inst in tracked.instances] == fresh
+    assert all(inst.mask.width == 480 and inst.mask.height == 360
+               for inst in tracked.instances)
+
+    values["track_max_side"] = 160  # a live change while the answer on after[1] is in flight
+    late = answer(pipeline, camera, after[1])
+    assert all(inst.track_id == 0 for inst in late.instances)
+    stream.process(camera, after[2])  # a new working size: a scene change for the tracker
+    again = [inst.track_id for inst in answer(pipeline, camera, after[2]).instances]
+    assert again and all(again) and min(again) > max(fresh)
+    stream.process(camera, after[3])
+    assert [inst.track_id for inst in camera.outputs["tracks"].messages[-1].instances] == again
+    assert pipeline._stats.snapshot()["tracking_failures"] == 0, "the size rule, no failure"
+
+
+def test_a_failing_tracker_never_fails_the_answer(tracking, monkeypatch, caplog):
+    """Whatever goes wrong while grounding the tracks, the model's answer is published as a
+    success (without track ids); the failure is counted for /diagnostics and logged, at most
+    once per few seconds."""
+    import stamp_ros.ros.tracking as node_tracking
+
+    pipeline, camera, _, _ = tracking
+    image = PanScene(velocity=(0.0, 0.0), frames=2, seed=10).frame(0)
+    f0 = camera.frames.put(image_msg(image, stamp_sec=1))
+    assert all(inst.track_id for inst in answer(pipeline, camera, f0).instances)
+
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(node_tracking, "ground_tracks", broken)
+    with caplog.at_level(logging.WARNING):
+        results = [answer(pipeline, camera, camera.frames.put(image_msg(image, stamp_sec=2 + i)))
+                   for i in range(3)]
+    assert all(inst.track_id == 0 for res in results for inst in res.instances)
+    assert [m.success for m in camera.outputs["result"].messages] == [True] * 4
+    assert pipeline._stats.snapshot()["tracking_failures"] == 3
+    logged = [r for r in caplog.records if "tracking" in r.getMessage()
+              and "could not be broadcast" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in caplog.records]

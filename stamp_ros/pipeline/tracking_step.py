@@ -9,7 +9,14 @@ The node (:class:`stamp_ros.ros.tracking.TrackStream`, a thread beside the execu
   (the node's with tf2, the bag's in the camera frame), and the ``~/tracks`` message;
 * :meth:`TrackedFrame.overlay`: the frame with the tracks drawn and labelled ``#<track id>``;
 * :func:`ground_tracks`: a model answer's masks handed to the tracker (on the answered frame)
-  and the track ids written into the answer's ``~/result``.
+  and the track ids written into the answer's ``~/result``. The size rule: an answer whose
+  frame has another size than the tracker's newest frame (the camera changed resolution, or
+  ``track_max_side`` changed, while the answer was in flight) is about an image geometry the
+  tracks no longer live in. For the tracker a new size is a scene change (every track is lost
+  at the first frame of the new size, and a fresh answer is asked for), so such an answer
+  grounds nothing: its objects get track id 0, and the next answer on a frame of the new size
+  grounds the tracks again. An answer for a frame *newer* than the tracker's is the tracker's
+  own case (it takes the new size from it) and grounds as usual.
 
 A tracked frame whose :attr:`~stamp_ros.tracking.FrameTracks.refresh_reason` is set (a lost
 track, a scene change) asks the caller to clear its answer reuse, so the next model run writes
@@ -27,9 +34,9 @@ import numpy as np
 
 from stamp_ros.pipeline.results import MessageKit, ModelAnswer, mark_tracked, tracks_msg
 from stamp_ros.spatial.depth3d import Lift3D
-from stamp_ros.tracking import FrameTracks, QueryTracker, working_frame
+from stamp_ros.tracking import FrameTracks, QueryTracker, WorkingFrame, working_frame
 
-__all__ = ["Lifter", "TrackedFrame", "ground_tracks", "track_frame"]
+__all__ = ["Lifter", "TrackedFrame", "answers_another_geometry", "ground_tracks", "track_frame"]
 
 Lifter = Callable[[Any, list[np.ndarray]], Lift3D]
 """``(header, full-size masks) -> Lift3D``: the caller's 3D step for one frame's objects."""
@@ -92,13 +99,32 @@ def ground_tracks(tracker: QueryTracker, seq: int, rgb: np.ndarray, result: Any,
     ``result`` is the engine's answer on frame ``seq`` (``rgb``), ``seg`` the Segmentation
     built from it; the tracks remember what they were grounded on (``model_stamp``, answer,
     request id) for every ``~/tracks`` message until the next answer. Returns the track id of
-    each instance, in order.
+    each instance, in order (all 0 for an answer on a frame of another size than the tracker's
+    newest: see the module docstring).
     """
     instances: Sequence[Any] = result.instances
     answer = ModelAnswer(stamp=seg.header.stamp, answer=seg.answer,
                          answer_reused=bool(seg.answer_reused), request_id=seg.request_id)
-    ids = tracker.ground(seq, working_frame(rgb, tracker.config.max_side),
-                         [inst.mask for inst in instances], [inst.score for inst in instances],
-                         grounding=answer)
+    work = working_frame(rgb, tracker.config.max_side)
+    ids = [0] * len(instances)
+    if not answers_another_geometry(tracker, seq, work):
+        try:
+            ids = tracker.ground(seq, work, [inst.mask for inst in instances],
+                                 [inst.score for inst in instances], grounding=answer)
+        except Exception:
+            # The frame thread stepped a frame of another size between the check and the
+            # matching (the node's tracking thread runs beside the answers): the same rule.
+            if not answers_another_geometry(tracker, seq, work):
+                raise
     mark_tracked(seg, ids)
     return ids
+
+
+def answers_another_geometry(tracker: QueryTracker, seq: int, work: WorkingFrame) -> bool:
+    """The size rule: the answered frame ``seq`` (as ``work``) is not newer than the tracker's
+    newest frame and differs from it in full or working size, so its masks cannot be compared
+    with the tracks (nor carried to the frames the tracker is at)."""
+    newest_seq, newest = tracker.newest_frame()
+    if newest is None or seq > newest_seq:
+        return False  # the tracker advances to this frame itself (a new size: scene change)
+    return newest.size != work.size or newest.full_size != work.full_size

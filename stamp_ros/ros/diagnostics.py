@@ -1,22 +1,27 @@
 """Counters behind the node's ``stats:`` log line and its /diagnostics status.
 
 The counters are updated from every callback and from the inference thread, so they are a few
-integers and bounded deques behind one lock; the report is built from a snapshot on the timer.
+integers and bounded samples behind one lock; the report is built from a snapshot on the timer.
+Everything in a report covers the period since the previous one: counts, rates and the latency
+percentiles (results and frames alike).
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from stamp_ros.spatial.status3d import KINDS, Reason3D
 
-LATENCY_SAMPLES = 200
+LATENCY_SAMPLES = 1000
+"""Latencies kept per period (results, frames): every one up to this many, then a uniform
+sample of the whole period."""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -26,40 +31,88 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-class Stats:
-    """Frames in, results out and their latencies since the last report."""
+class PeriodSample:
+    """The values of one report period, for its percentiles: all of them up to ``capacity``,
+    then a uniform random sample of the whole period (reservoir sampling), so that a busy
+    period is described from its start, not by its last ``capacity`` values. Bounded memory, a
+    constant cost per value; not thread-safe (:class:`Stats` holds its lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = LATENCY_SAMPLES, seed: int = 0) -> None:
+        self.capacity = capacity
+        self._values: list[float] = []
+        self._seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        self._seen += 1
+        if len(self._values) < self.capacity:
+            self._values.append(value)
+            return
+        slot = self._rng.randrange(self._seen)
+        if slot < self.capacity:
+            self._values[slot] = value
+
+    def values(self) -> list[float]:
+        return list(self._values)
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._seen = 0
+
+
+class Stats:
+    """Frames in, results out and their latencies since the last report.
+
+    ``clock`` (monotonic seconds) times the periods and rates, ``wall_ns`` (this host's
+    wall clock) the frames' transport latency; tests inject both."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 wall_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._wall_ns = wall_ns
         self._lock = threading.Lock()
         self._frames = 0
         self._results = 0
         self._errors = 0
+        self._tracking_failures = 0
         self._last_error = ""
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self._frame_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._latencies = PeriodSample(seed=1)
+        self._frame_latencies = PeriodSample(seed=2)
+        self._first_frame: float | None = None
+        """When the first frame of this node run arrived (None: none yet)."""
         self._lifted: Counter[str] = Counter()
         self.last_reasons_3d: dict[str, str] = {}
         """The latest text of each 3D reason kind (kept across reports)."""
-        self.since = time.monotonic()
+        self.since = clock()
+        """Start of the current period (the last report, or the node's start)."""
 
     def frame_received(self, stamp_ns: int | None) -> None:
         """One camera frame arrived; ``stamp_ns`` (its header stamp) gives the transport
         latency against this host's clock, meaningful when the camera's clock is synchronised."""
-        latency = None if not stamp_ns else (time.time_ns() - stamp_ns) / 1e6
+        latency = None if not stamp_ns else (self._wall_ns() - stamp_ns) / 1e6
+        now = self._clock()
         with self._lock:
             self._frames += 1
+            if self._first_frame is None:
+                self._first_frame = now
             if latency is not None and -1e3 < latency < 6e4:  # ignore sim or unsynced stamps
-                self._frame_latencies.append(latency)
+                self._frame_latencies.add(latency)
 
     def answered(self, success: bool, total_ms: float, error: str) -> None:
         """A request was answered (successfully or with an error result)."""
         with self._lock:
             if success:
                 self._results += 1
-                self._latencies.append(total_ms)
+                self._latencies.add(total_ms)
             else:
                 self._errors += 1
                 self._last_error = error
+
+    def tracking_failed(self) -> None:
+        """Grounding the tracks on a continuous answer failed (the answer was published
+        without track ids)."""
+        with self._lock:
+            self._tracking_failures += 1
 
     def lifted(self, reasons: Sequence[Reason3D | None]) -> None:
         """The 3D outcome of one result: per instance None (has 3D) or why not."""
@@ -74,16 +127,21 @@ class Stats:
         return self.snapshot(reset=True)
 
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
-        """Rates over the time since the last reset; ``reset`` starts a new period."""
+        """Counts, rates and latency percentiles of the period since the last reset; ``reset``
+        starts a new period. The input rate counts from the first frame in the period the
+        camera started in (not from the node's start): frames per second since it arrived,
+        between the frames."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             span = max(1e-6, now - self.since)
-            latencies, frame_latencies = list(self._latencies), list(self._frame_latencies)
+            latencies = self._latencies.values()
+            frame_latencies = self._frame_latencies.values()
             snap: dict[str, Any] = {
-                "input_rate_hz": self._frames / span,
+                "input_rate_hz": self._input_rate(now, span),
                 "result_rate_hz": self._results / span,
                 "errors": self._errors,
                 "last_error": self._last_error,
+                "tracking_failures": self._tracking_failures,
                 "latency_p50_ms": _percentile(latencies, 0.5),
                 "latency_p90_ms": _percentile(latencies, 0.9),
                 "frame_latency_p50_ms": _percentile(frame_latencies, 0.5),
@@ -93,11 +151,21 @@ class Stats:
             snap.update({f"no_3d_{kind}": self._lifted[kind] for kind in KINDS
                          if self._lifted[kind]})
             if reset:
-                self._frames = self._results = self._errors = 0
+                self._frames = self._results = self._errors = self._tracking_failures = 0
                 self._lifted.clear()
+                self._latencies.clear()
                 self._frame_latencies.clear()
                 self.since = now
             return snap
+
+    def _input_rate(self, now: float, span: float) -> float:
+        """Frames per second in the period; in the period the first frame arrived in, over the
+        time since it arrived (the frames after it over that time)."""
+        first = self._first_frame
+        if first is None or first <= self.since:
+            return self._frames / span
+        observed = now - first
+        return (self._frames - 1) / observed if observed > 0 else 0.0
 
 
 def stats_line(snap: dict[str, Any]) -> str:

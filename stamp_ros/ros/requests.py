@@ -35,6 +35,10 @@ from stamp_ros.ros.diagnostics import Stats
 from stamp_ros.ros.kit import mono8_to_image_msg, rclpy_kit, rgb_to_image_msg
 from stamp_ros.ros.objects3d import ObjectLifter
 
+TRACKING_LOG_S = 5.0
+"""A failure to ground the tracks on an answer is logged at most this often (each is counted:
+``tracking_failures`` on /diagnostics)."""
+
 
 def _ms(seconds: float) -> float:
     return seconds * 1000.0
@@ -66,6 +70,7 @@ class RequestPipeline:
         self.publishing = False
         self.tracking: Any = None
         """The node's :class:`~stamp_ros.ros.tracking.TrackStream` (grounds continuous answers)."""
+        self._last_tracking_log = 0.0
 
     # ------------------------------------------------------------------ before the queue
     def refusal(self, job: Job, serving: bool) -> str:
@@ -149,7 +154,7 @@ class RequestPipeline:
             seg.frame_age_ms = float(_ms(frame_age_s))
             seg.answer_reused = forced is not None
             if continuous and self.tracking is not None:
-                self.tracking.ground(job, rgb, result, seg)
+                self._ground(job, rgb, result, seg)
             seg.postprocess_ms += float(_ms(time.monotonic() - t_post))
             self._finish(job, seg, rgb, [inst.mask for inst in result.instances])
         except InferenceCancelled as exc:
@@ -167,6 +172,29 @@ class RequestPipeline:
             self._finish(job, error_msg(request_id=job.request_id, query=job.query,
                                         error=error, header=header, model=model,
                                         kit=rclpy_kit()))
+
+    def _ground(self, job: Job, rgb: Any, result: Any, seg: Segmentation) -> None:
+        """Ground the camera's tracks on a continuous answer and write the track ids into it.
+        Tracking never fails a model answer: whatever goes wrong here is counted
+        (``tracking_failures``), logged at most every :data:`TRACKING_LOG_S`, the camera's
+        tracks are dropped (the next answer grounds a fresh tracker) and the answer is
+        published as the success it is, without track ids."""
+        try:
+            self.tracking.ground(job, rgb, result, seg)
+        except Exception as exc:
+            self._stats.tracking_failed()
+            for inst in seg.instances:
+                inst.track_id = 0
+            with contextlib.suppress(Exception):
+                self.tracking.reset(job.camera)
+            now = time.monotonic()
+            if now - self._last_tracking_log >= TRACKING_LOG_S:
+                self._last_tracking_log = now
+                self._log.warning(
+                    f"tracking could not use the answer to {job.request_id} (camera "
+                    f"{job.camera.label}): "
+                    f"{type(exc).__name__}: {exc}; published without track ids, the tracks "
+                    "start again from the next answer")
 
     def _record_turn(self, job: Job, conversation: Conversation | None, pinned: bool,
                      msg: Any, frame_age_s: float, segmenter: Any, result: Any) -> int:

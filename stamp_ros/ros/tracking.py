@@ -9,7 +9,10 @@ The tracker itself is ROS-free (:mod:`stamp_ros.tracking`); this is the node's t
   thread and never waits for the model; it only takes the tracker's lock, which the inference
   thread holds for the few milliseconds of matching an answer.
 * :meth:`TrackStream.ground` runs on the inference thread after each continuous-mode answer:
-  it hands the answer's masks to the tracker and writes the track ids into the ``~/result``.
+  it hands the answer's masks to the tracker and writes the track ids into the ``~/result``
+  (an answer on a frame of another size than the tracks grounds nothing: the size rule of
+  :mod:`stamp_ros.pipeline.tracking_step`). It never fails the answer: the request pipeline
+  counts and logs a failure here and publishes the answer without track ids.
 * A lost track or a scene change clears the camera's answer reuse, so the next model run writes
   its answer afresh instead of teacher-forcing the old one (``reanswer_every`` otherwise keeps
   its meaning).

@@ -192,6 +192,12 @@ class QueryTracker:
         with self._lock:
             return {t.track_id: t.lost for t in self._tracks if t.lost}
 
+    def newest_frame(self) -> tuple[int, WorkingFrame | None]:
+        """The newest frame stepped (or grounded on) and its sequence number; (-1, None)
+        before the first. The frame tells the size the tracks live in."""
+        with self._lock:
+            return self._prev_seq, self._prev
+
     # ------------------------------------------------------------------ per frame
     def step(self, seq: int, frame: WorkingFrame) -> FrameTracks | None:
         """Carry the tracks to frame ``seq``. None before the first model answer (the motion
