@@ -257,6 +257,26 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+def kill_after_records(cmd: list[str], part: Path, records_written: int) -> None:
+    """Run ``cmd`` (an eval blocked by a FIFO image after some samples) until ``part`` holds
+    ``records_written`` records, then SIGKILL its process group, as a crash would."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (_lines(part) < records_written and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)  # polling the part file, not a synchronisation
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert _lines(part) == records_written
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_resume_after_a_killed_run_gives_the_same_numbers(ckpt, data_root, sentence_run,
                                                          tmp_path):
     """Image 3 is a FIFO: the run blocks reading it after the 6 samples before it (the helper
@@ -271,21 +291,8 @@ def test_resume_after_a_killed_run_gives_the_same_numbers(ckpt, data_root, sente
            "--data-root", str(data), "--model", str(ckpt), *SMALL, "--out", str(out),
            "--quiet", "--worst", "0"]
     part = out / "parts" / "rank0.jsonl"
-    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while _lines(part) < 6 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert _lines(part) == 6  # val (4, one a data error) and testA's two image-2 samples
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    # val (4, one a data error) and testA's two image-2 samples, then blocked on image 3
+    kill_after_records(cmd, part, 6)
     assert not (out / "samples.jsonl").exists() and not (out / "summary.json").exists()
     # A kill in the middle of a write leaves half a line: it is skipped, not fatal.
     with open(part, "a") as f:
@@ -467,20 +474,7 @@ def test_plain_resume_after_an_interrupted_retry_keeps_the_retry(ckpt, tmp_path,
     shutil.move(f1, folder / "f1.keep")
     os.mkfifo(f1)
     part = out / "parts" / "rank0.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "stamp_ros.cli", *base, "--retry-errors"],
-                            cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while _lines(part) < 1 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling the part file, not a synchronisation
-        assert proc.poll() is None, proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_records([sys.executable, "-m", "stamp_ros.cli", *base, "--retry-errors"], part, 1)
     (retried,) = [json.loads(line) for line in part.read_text().splitlines()]
     assert retried["id"] == "gone" and retried["status"] == "ok"
     f1.unlink()
