@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,29 +32,17 @@ def image_file(tmp_path_factory):
     return path
 
 
+def segment_subprocess(ckpt: Path, image: Path, query: str, *extra: str):
+    """``python -m stamp_ros.cli segment ... --json`` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "stamp_ros.cli", "segment", "--model", str(ckpt), "--image",
+         str(image), "--query", query, "--json", *extra, *SMALL],
+        capture_output=True, text=True, timeout=300)
+
+
 def test_segment_json_subprocess(cli_ckpt, image_file, tmp_path):
     out_dir = tmp_path / "masks"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stamp_ros.cli",
-            "segment",
-            "--model",
-            str(cli_ckpt),
-            "--image",
-            str(image_file),
-            "--query",
-            "segment both",
-            "--json",
-            "--out-dir",
-            str(out_dir),
-            *SMALL,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = segment_subprocess(cli_ckpt, image_file, "segment both", "--out-dir", str(out_dir))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # exactly one JSON object, nothing else on stdout
     assert set(data) == {"text", "instances", "image_size", "timings_ms"}
@@ -77,25 +66,7 @@ def test_segment_json_subprocess(cli_ckpt, image_file, tmp_path):
 def test_bad_image_exit_code_subprocess(cli_ckpt, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stamp_ros.cli",
-            "segment",
-            "--model",
-            str(cli_ckpt),
-            "--image",
-            str(bad),
-            "--query",
-            "x",
-            "--json",
-            *SMALL,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = segment_subprocess(cli_ckpt, bad, "x")
     assert proc.returncode == EXIT_INPUT
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
