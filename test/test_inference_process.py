@@ -8,6 +8,7 @@ Every wait is on an observable event (a reply, a listener call, a process exit).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -207,26 +208,46 @@ def test_mask_layouts_round_trip_exactly():
     assert write_masks([], memoryview(bytearray(DATA_OFFSET))).kind == "none"
 
 
-def test_slot_ring_lends_grows_and_unlinks():
-    ring = SlotRing(2)
+def open_memfds() -> set[str]:
+    """Names of the anonymous memory files (memfd) this process holds open or mapped."""
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("/memfd:"):
+                names.add(target[len("/memfd:"):].removesuffix(" (deleted)"))
+    return names
+
+
+def segment_exists(name: str) -> bool:
+    """A slot's segment is still held: a memfd of this process, or a name in /dev/shm."""
+    return name in open_memfds() or os.path.exists(f"/dev/shm/{name}")
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["memfd", "named"])
+def test_slot_ring_lends_grows_and_frees(anonymous):
+    ring = SlotRing(2, anonymous=anonymous)
     a, b = ring.acquire(), ring.acquire()
     assert a is not b
     name = a.shm.name
+    assert a.ref.fd is anonymous
+    assert os.path.exists(f"/dev/shm/{name}") is not anonymous, "a memfd slot has a name"
     a.write_frame(make_frame(1920, 1080))
     assert a.shm.name != name and a.capacity >= 1920 * 1080 * 3
-    assert not os.path.exists(f"/dev/shm/{name}"), "the outgrown segment was not unlinked"
+    assert not segment_exists(name), "the outgrown segment was not freed"
     ring.release(a)
     assert ring.acquire() is a
     names = ring.names
-    assert all(os.path.exists(f"/dev/shm/{n}") for n in names)
+    assert all(segment_exists(n) for n in names)
     ring.close()
-    assert not any(os.path.exists(f"/dev/shm/{n}") for n in names)
+    assert not any(segment_exists(n) for n in names)
 
 
 def test_a_segment_left_behind_under_a_reused_name_is_not_taken_over(monkeypatch):
-    """A node killed with its resource tracker leaves its segments in /dev/shm, named after its
-    pid; a later node with the same pid must neither fail to start ('File exists', seen in CI)
-    nor take the stale segment over: it picks another name."""
+    """Named segments (where memfd is missing): a node killed with its resource tracker leaves
+    its segments in /dev/shm, named after its pid; a later node with the same pid must neither
+    fail to start ('File exists', seen in CI) nor take the stale segment over: it picks
+    another name."""
     import itertools
     import secrets
     from multiprocessing import shared_memory
@@ -241,7 +262,7 @@ def test_a_segment_left_behind_under_a_reused_name_is_not_taken_over(monkeypatch
         monkeypatch.setattr(slots, "_names", itertools.count())
         tokens = iter(["0badc0de", "5eed5eed"])
         monkeypatch.setattr(secrets, "token_hex", lambda _n: next(tokens))
-        ring = SlotRing(1, prefix="stamp_ros_test_reuse")
+        ring = SlotRing(1, prefix="stamp_ros_test_reuse", anonymous=False)
         try:
             assert ring.names == ["stamp_ros_test_reuse_0_1_5eed5eed"]
         finally:
@@ -250,6 +271,72 @@ def test_a_segment_left_behind_under_a_reused_name_is_not_taken_over(monkeypatch
     finally:
         stale.close()
         stale.unlink()
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["memfd", "named"])
+def test_grown_slots_reach_a_restarted_process(checkpoint, engine, monkeypatch, anonymous):
+    """Frames grow the slots (a new segment each: handed over as a descriptor, or by name),
+    the process dies and its replacement gets the grown slots too: every answer equals the
+    engine's, bit for bit."""
+    from stamp_ros.inference import slots
+
+    monkeypatch.setattr(slots, "USE_MEMFD", anonymous)  # the fallback where memfd is missing
+    proc = InferenceProcess(spec(checkpoint, warmup=False), env=fault_env())
+    assert all(ref.fd is anonymous for ref in (s.ref for s in proc._ring._slots))
+    proc.start()
+    try:
+        for size in ((1920, 1080), (97, 61), (1280, 720)):
+            rgb = make_frame(*size, seed=size[1])
+            assert_same(proc.segment(rgb, "segment the square"),
+                        engine.segment(rgb, "segment the square"))
+        with pytest.raises(InferenceProcessDied):
+            proc.segment(make_frame(96, 64), "[[crash]] segment the square")
+        for size in ((1920, 1080), (2048, 1536)):
+            rgb = make_frame(*size, seed=size[0])
+            assert_same(proc.segment(rgb, "segment the square"),
+                        engine.segment(rgb, "segment the square"))
+        assert proc.restarts == 1
+    finally:
+        proc.close()
+
+
+def test_a_node_killed_with_everything_it_started_leaves_nothing_in_dev_shm(checkpoint,
+                                                                            tmp_path):
+    """A container stop or a process-group SIGKILL takes the node's resource tracker with it,
+    so nothing is left to unlink named segments; Docker's /dev/shm is 64 MiB and a 1080p slot
+    ~7 MiB. The slots have no names: nothing can be left behind."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "from stamp_ros.inference import InferenceProcess, LoadSpec\n"
+        f"p = InferenceProcess(LoadSpec(model={str(checkpoint)!r}, device='cpu', "
+        f"min_pixels={SMALL_PIXELS}, max_pixels={SMALL_PIXELS}, warmup=False, threads=1))\n"
+        "p.start()\n"
+        "rgb = np.zeros((1080, 1920, 3), np.uint8)\n"
+        "rgb[200:600, 300:900] = (250, 30, 30)\n"
+        "assert p.segment(rgb, 'segment the square').instances\n"  # initial + grown slots
+        "print(p.pid, flush=True)\n"
+        "sys.stdin.read()\n")
+    before = set(os.listdir("/dev/shm"))
+    owner = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=str(REPO),
+                             env=dict(os.environ, PYTHONPATH=str(REPO)),
+                             start_new_session=True)
+    try:
+        line = owner.stdout.readline()
+        assert line.strip(), f"the owner did not start its process (exit {owner.wait()})"
+        child = psutil.Process(int(line))
+        assert os.getpgid(child.pid) == owner.pid  # the process group the kill takes down
+        os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait(30)
+        child.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(owner.pid, signal.SIGKILL)
+    left = sorted(n for n in set(os.listdir("/dev/shm")) - before
+                  if f"_{owner.pid}_" in n or f"_{child.pid}_" in n)
+    assert left == [], f"left behind in /dev/shm: {left}"
 
 
 # ------------------------------------------------------------------ errors, progress, cancel
@@ -437,6 +524,145 @@ def test_a_hanging_process_is_killed_answers_its_calls_and_is_restarted(checkpoi
         proc.close()
 
 
+def in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run ``work`` on a thread (a call that might never return must not hang the test); the
+    list receives its exception or its result."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def fault(**variables: str) -> dict[str, str]:
+    """fault_env with the load and warm-up faults of test/faults/injected_faults.py."""
+    return fault_env(dict(os.environ, **variables))
+
+
+def stall_age(reason: str) -> float:
+    """N of "... no sign of life for N s ..."."""
+    return float(reason.split("no sign of life for ")[1].split(" s")[0])
+
+
+def test_a_process_that_hangs_while_loading_is_killed_and_start_fails(checkpoint):
+    """The model load blocks for good, silent: after inference_stall_timeout without a sign
+    of life the process is killed and start() (the node's activate) fails with the reason,
+    instead of waiting for ever."""
+    proc = InferenceProcess(spec(checkpoint), env=fault(STAMP_ROS_FAULT_LOAD_HANG="1"),
+                            stall_timeout=STALL_S)
+    thread, outcome = in_thread(proc.start)
+    try:
+        thread.join(180)
+        assert not thread.is_alive(), "start() never returned for a process hung in loading"
+        (exc,) = outcome
+        assert isinstance(exc, EngineError), exc
+        reason = str(exc)
+        assert reason.startswith("inference process stalled while loading the model: no sign "
+                                 "of life for "), reason
+        assert reason.endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it"), reason
+        assert stall_age(reason) >= STALL_S
+        assert proc.state == "closed" and proc.failure == reason
+        assert not psutil.pid_exists(proc.pid)
+    finally:
+        proc.close()
+
+
+def test_a_process_that_hangs_while_warming_up_is_killed_and_restarted(checkpoint, tmp_path):
+    """The automatic warm-up after loading blocks for good: the call waiting behind it gets the
+    reason, the process is killed and restarted (as for a hang while decoding), and the new
+    one warms up and serves."""
+    hangs = tmp_path / "warm-up hangs"
+    hangs.touch()
+    events = Events()
+    proc = InferenceProcess(spec(checkpoint), env=fault(STAMP_ROS_FAULT_WARMUP_HANG=str(hangs)),
+                            listener=events, stall_timeout=STALL_S)
+    proc.start()  # loaded; the warm-up starts now and hangs
+    try:
+        first = psutil.Process(proc.pid)
+        thread, outcome = in_thread(
+            lambda: proc.segment(make_frame(96, 64), "segment the square"))
+        ((reason, restarting),) = events.wait("down")
+        hangs.unlink()  # the replacement warms up normally
+        thread.join(120)
+        assert not thread.is_alive(), "a call behind a hung warm-up never returned"
+        (exc,) = outcome
+        assert isinstance(exc, InferenceProcessDied) and str(exc) == reason, exc
+        assert reason.startswith("inference process stalled while warming up: no sign of life "
+                                 "for "), reason
+        assert reason.endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it, "
+                               "restarting"), reason
+        assert restarting and stall_age(reason) >= STALL_S
+        first.wait(60)
+        assert events.wait("warm") == [""]
+        assert proc.segment(make_frame(96, 64), "segment the square").instances
+        assert proc.pid != first.pid and proc.restarts == 1 and proc.last_failure == reason
+    finally:
+        proc.close()
+
+
+def test_a_call_waiting_for_a_restart_that_hangs_while_loading_gets_the_reason(checkpoint,
+                                                                              tmp_path):
+    """The process dies, its replacement hangs while loading: it is killed after
+    inference_stall_timeout and not started again (as one that dies while reloading); the call
+    that waited for it and every later one get the reason."""
+    hangs = tmp_path / "reload hangs"
+    events = Events()
+    proc = InferenceProcess(spec(checkpoint, warmup=False),
+                            env=fault(STAMP_ROS_FAULT_LOAD_HANG=str(hangs)), listener=events,
+                            stall_timeout=STALL_S)
+    proc.start()
+    try:
+        hangs.touch()
+        with pytest.raises(InferenceProcessDied, match="restarting"):
+            proc.segment(make_frame(96, 64), "[[crash]] segment the square")
+        thread, outcome = in_thread(
+            lambda: proc.segment(make_frame(96, 64), "segment the square"))
+        thread.join(180)
+        assert not thread.is_alive(), "a call waiting for a hung reload never returned"
+        (exc,) = outcome
+        assert isinstance(exc, EngineError), exc
+        reason = str(exc)
+        assert reason.startswith("inference process stalled while loading the model: no sign "
+                                 "of life for "), reason
+        assert reason.endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it"), reason
+        assert events.wait("down", 2)[1] == (reason, False)
+        assert proc.state == "failed" and proc.failure == reason
+        assert not psutil.pid_exists(proc.pid)  # the hung replacement, killed and reaped
+        with pytest.raises(EngineError) as again:
+            proc.segment(make_frame(96, 64), "segment the square")
+        assert str(again.value) == reason
+    finally:
+        proc.close()
+
+
+def test_a_slow_reload_that_shows_signs_of_life_is_not_killed(checkpoint, tmp_path):
+    """A replacement that takes three stall timeouts to load but keeps working (here it polls,
+    as for another process's download lock) is not taken for a hung one: the call that waited
+    for it is answered by it."""
+    slow = tmp_path / "reload is slow"
+    events = Events()
+    proc = InferenceProcess(spec(checkpoint, warmup=False),
+                            env=fault(STAMP_ROS_FAULT_LOAD_SLOW=str(slow)), listener=events,
+                            stall_timeout=STALL_S)
+    proc.start()
+    try:
+        slow.write_text(str(3 * STALL_S))
+        with pytest.raises(InferenceProcessDied, match="restarting"):
+            proc.segment(make_frame(96, 64), "[[crash]] segment the square")
+        t0 = time.monotonic()
+        assert proc.segment(make_frame(96, 64), "segment the square").instances
+        assert time.monotonic() - t0 >= 3 * STALL_S  # it did wait for the slow load
+        assert [k for k, _ in events.log] == ["up", "down", "up"] and proc.restarts == 1
+    finally:
+        proc.close()
+
+
 def test_a_request_without_progress_still_shows_the_process_alive(long_checkpoint):
     """A caller that asked for no progress gets none, but the process still tells the node at
     every stage and while decoding that it is alive (what the stall watch listens to)."""
@@ -490,11 +716,11 @@ def test_close_ends_the_process_and_frees_its_slots(checkpoint):
     proc.start()
     proc.segment(make_frame(640, 480), "segment the square")
     pid, names = proc.pid, proc._ring.names
-    assert all(os.path.exists(f"/dev/shm/{n}") for n in names)
+    assert all(segment_exists(n) for n in names)
     child = psutil.Process(pid)
     proc.close()
     assert child.wait(30) is not None or not child.is_running()
-    assert not any(os.path.exists(f"/dev/shm/{n}") for n in names)
+    assert not any(segment_exists(n) for n in names)
     with pytest.raises(EngineError, match="closed"):
         proc.segment(make_frame(64, 48), "segment")
 

@@ -1,6 +1,6 @@
 """Loading the model holds nothing: the node serves while it loads (issue 29).
 
-The inference process's load is held by a file (``STAMP_ROS_FAULT_LOAD_WAIT``, a test-tree
+The inference process's load is held by a file (``STAMP_ROS_FAULT_LOAD_HOLD``, a test-tree
 fault: test/faults), so "during the load" is a state the test decides, not a race against this
 shared machine's speed. While it is held, the node answers ``get_state``, ``~/self_test`` and
 parameter calls, counts camera frames, and keeps a ``~/segment`` call waiting; when the load
@@ -34,7 +34,7 @@ def held_node(processes, tmp_path: Path, model: Path) -> tuple:
     """The node, configured, its model load held until the returned file is removed."""
     hold = tmp_path / "hold-the-load"
     hold.write_text("held by the test")
-    env = dict(fault_env(processes.env), STAMP_ROS_FAULT_LOAD_WAIT=str(hold))
+    env = dict(fault_env(processes.env), STAMP_ROS_FAULT_LOAD_HOLD=str(hold))
     node = processes.start(*node_args(model, stats_period=0.0, frame_timeout=30.0,
                                       max_frame_age=5.0), name="node", env=env)
     return node, hold

@@ -57,7 +57,9 @@ class InferencePool:
 
     def start(self, timeout: float | None = None) -> float:
         """Start every process and wait until all have loaded; the load time in seconds.
-        When one fails, all are closed and :class:`EngineError` names the first reason."""
+        When one fails, all are closed and :class:`EngineError` names the first reason. A
+        process whose load stays silent for its ``stall_timeout`` counts as failed (see
+        :class:`InferenceProcess`), so with the watchdog on this never waits for a hung load."""
         t0 = time.monotonic()
         errors: list[str] = []
         threads = [threading.Thread(target=self._start_one, args=(p, timeout, errors),

@@ -6,9 +6,12 @@ masks (:class:`MaskLayout`), normally in the same slot. One request at a time pe
 the order sent; replies carry the request id (``rid``) so the node can route them.
 
 Node -> process: :class:`LoadSpec` (first message, exactly once), then :class:`SegmentRequest`,
-:class:`WarmupRequest` and finally :class:`Stop`. Process -> node: :class:`Loaded` or
-:class:`LoadFailed`, :class:`WarmedUp` (after an automatic or requested warm-up), and per
-request any number of :class:`Progress` followed by one :class:`Done` or :class:`Failed`.
+:class:`WarmupRequest` and finally :class:`Stop`; before the first request on a slot segment
+the process has not seen, :class:`SlotFd` (the segment's file descriptor follows on the socket,
+see :func:`stamp_ros.inference.slots.send_fd`). Process -> node: :class:`Alive` while it loads
+and warms up, :class:`Loaded` or :class:`LoadFailed`, :class:`WarmedUp` (after an automatic or
+requested warm-up), and per request any number of :class:`Progress` followed by one
+:class:`Done` or :class:`Failed`.
 """
 
 from __future__ import annotations
@@ -66,11 +69,24 @@ class LoadSpec:
 
 @dataclass(frozen=True)
 class SlotRef:
-    """A shared-memory slot of the node's ring, by name (the process maps it on first use)."""
+    """A shared-memory segment of the node's ring: slot ``index``, segment ``name`` (a new one
+    each time the slot grows)."""
 
     index: int
     name: str
     size: int
+    fd: bool = False
+    """The segment has no name to open (a memfd): the node hands its descriptor over with
+    :class:`SlotFd` before the first request on it. False: a named POSIX segment the process
+    opens by ``name`` on first use."""
+
+
+@dataclass(frozen=True)
+class SlotFd:
+    """The next bytes on the socket carry ``slot``'s file descriptor (SCM_RIGHTS): map it, in
+    place of the slot's previous segment."""
+
+    slot: SlotRef
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,16 @@ class WarmupRequest:
 @dataclass(frozen=True)
 class Stop:
     """Finish: the process exits after the request it is running (if any)."""
+
+
+@dataclass(frozen=True)
+class Alive:
+    """A sign of life while the process loads the model or warms up (when the engine reports
+    nothing): sent when it is still working (see ``process.LifeSigns``), never when it is
+    stuck."""
+
+    stage: str
+    """``load`` or ``warmup``."""
 
 
 @dataclass(frozen=True)

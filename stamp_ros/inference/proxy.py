@@ -18,9 +18,19 @@ is down for good, with the reason, until the owner closes it and starts anew.
 
 A process that *hangs* (a deadlocked kernel or driver call) would leave its calls waiting for
 ever. While it owes an answer it is never silent for long (it sends progress, or a heartbeat
-when the caller asked for none, see ``process.heartbeat``), so when :attr:`stall_timeout` is
-set and nothing has come for that long, a waiting call kills it: the crash path above then
-answers every call it owed ("inference process stalled: ...; restarting") and restarts it.
+when the caller asked for none, see ``process.heartbeat``), and while it loads the model or
+warms up it sends signs of life as long as it is working (``process.LifeSigns``). So when
+:attr:`stall_timeout` is set, a watchdog thread kills a process that stays silent that long
+while it loads, warms up or owes an answer:
+
+* while loading the model: as if it had died while loading ("inference process stalled while
+  loading the model: ...; killed it"): :meth:`InferenceProcess.start` raises with that
+  reason, and a replacement that hangs like this is not started again (calls get the reason);
+* while warming up or owing an answer: the crash path above answers every call it owed
+  ("inference process stalled [while warming up]: ...; killed it, restarting") and restarts it.
+
+A call that finds the process (re)loading waits for it as long as the load shows signs of life,
+so with the watchdog on no call waits for a hung load for ever: it gets the reason.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from stamp_ros.engine.errors import EngineError, InferenceCancelled, InputError
 from stamp_ros.engine.result import SegInstance, StampResult
 from stamp_ros.inference.errors import InferenceProcessDied, exit_reason
 from stamp_ros.inference.protocol import (
+    Alive,
     Failed,
     LiveSettings,
     Loaded,
@@ -53,11 +64,12 @@ from stamp_ros.inference.protocol import (
     LoadSpec,
     Progress,
     SegmentRequest,
+    SlotFd,
     Stop,
     WarmedUp,
     WarmupRequest,
 )
-from stamp_ros.inference.slots import Slot, SlotRing
+from stamp_ros.inference.slots import Slot, SlotRing, send_fd
 
 log = logging.getLogger("stamp_ros.inference")
 
@@ -65,7 +77,8 @@ CANCEL_POLL_S = 0.05
 """How often a waiting call asks its ``should_cancel`` between progress messages (a cancel
 then reaches the process within this plus the engine's 4 decode steps)."""
 STALL_POLL_S = 0.5
-"""How often a waiting call checks whether its process has gone silent (``stall_timeout``)."""
+"""How often the watchdog checks whether the process has gone silent (``stall_timeout``)."""
+LOADING = ("starting", "restarting")
 STOP_TIMEOUT_S = 10.0
 """How long :meth:`InferenceProcess.close` lets the process finish before SIGTERM/SIGKILL."""
 
@@ -127,8 +140,8 @@ class InferenceProcess:
         self.mask_upsample = spec.mask_upsample
         self.system_prompt = spec.system_prompt
         self.stall_timeout = stall_timeout
-        """Seconds the process may stay silent while it owes an answer before it is killed and
-        restarted (0: never). Live, like the settings above."""
+        """Seconds the process may stay silent while it loads, warms up or owes an answer
+        before it is killed (0: never). Live, like the settings above."""
         self._env = env
         self._ring = SlotRing(slots, prefix=f"stamp_ros_{os.getpid()}_{label}")
         self._cond = threading.Condition()
@@ -139,8 +152,11 @@ class InferenceProcess:
         self._generation = 0
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        self._fds_sent: dict[int, str] = {}
+        """Slot index -> the segment whose descriptor this connection's process has."""
         self._lifeline = -1
         self._reader: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
         self._load_error = ""
         self._last_heard = time.monotonic()
         self._warming = False
@@ -164,12 +180,17 @@ class InferenceProcess:
 
     def start(self, timeout: float | None = None) -> None:
         """Start the process and wait until the model is loaded; raises :class:`EngineError`
-        with the reason when it cannot be (the process is then gone)."""
+        with the reason when it cannot be (the process is then gone): a load that stays silent
+        for :attr:`stall_timeout` is killed and fails ("inference process stalled while loading
+        the model: ..."), so with the watchdog on this never waits for a hung load."""
         with self._cond:
             if self._state != "new":
                 raise RuntimeError(f"inference process {self.label} was already started")
             self._state = "starting"
             self._spawn_locked()
+            self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                              name=f"stamp-inference-watchdog-{self.label}")
+            self._watchdog.start()
             deadline = None if timeout is None else time.monotonic() + timeout
             while self._state == "starting":
                 left = None if deadline is None else deadline - time.monotonic()
@@ -179,7 +200,9 @@ class InferenceProcess:
             state, reason = self._state, self.failure
         if state != "ready":
             self.close()
-            raise EngineError(reason or f"the model did not load within {timeout:g} s")
+            raise EngineError(reason or (
+                f"inference process {self.label} was closed while loading the model"
+                if timeout is None else f"the model did not load within {timeout:g} s"))
 
     def _spawn_locked(self) -> None:
         parent, child = socket.socketpair()
@@ -201,8 +224,10 @@ class InferenceProcess:
         conn.send(self.spec)
         self._generation += 1
         self._proc, self._conn, self._lifeline = proc, conn, life_w
+        self._fds_sent = {}  # a new process: every slot's descriptor goes to it anew
         self._load_error = self._stall_reason = ""
-        self._warming = self.spec.warmup  # the automatic warm-up is not watched for stalls
+        self._last_heard = time.monotonic()  # the silence that counts starts here
+        self._warming = self.spec.warmup
         self.pid = proc.pid
         self._reader = threading.Thread(
             target=self._read, args=(conn, proc, life_w, self._generation), daemon=True,
@@ -263,6 +288,8 @@ class InferenceProcess:
     def _dispatch(self, msg: Any) -> None:
         self._last_heard = time.monotonic()
         listener = self.listener
+        if isinstance(msg, Alive):
+            return
         if isinstance(msg, Loaded):
             with self._cond:
                 if self._state in ("starting", "restarting"):
@@ -295,14 +322,15 @@ class InferenceProcess:
             restarting = False
             if state == "closed":
                 reason = "inference process stopped"
-            elif state in ("starting", "restarting"):
-                reason = self._load_error or f"inference process died while loading the " \
-                    f"model: {how}"
+            elif state in LOADING:
+                reason = self._load_error or self._stall_reason or \
+                    f"inference process died while loading the model: {how}"
                 self._state, self.failure = "failed", reason
                 self.last_failure, self.last_failure_at = reason, time.monotonic()
             else:
                 reason = self._stall_reason or f"inference process died: {how}; restarting"
                 self._state, restarting = "restarting", True
+                self._last_heard = time.monotonic()
                 self.restarts += 1
                 self.last_failure, self.last_failure_at = reason, time.monotonic()
             self._cond.notify_all()
@@ -418,16 +446,20 @@ class InferenceProcess:
         if slot is not None and should_cancel is not None and should_cancel():
             slot.cancel()  # the process stops at its first check, as the engine would
         with self._cond:
-            while self._state in ("starting", "restarting"):
-                self._cond.wait()
+            self._await_load_locked()
             self._refuse_if_down_locked()
-            if not self._calls:  # idle until now: the silence that counts starts here
+            if not self._calls and not self._warming:  # idle until now: silence counts now
                 self._last_heard = time.monotonic()
             self._calls[req.rid] = call
-            conn = self._conn
+            conn, fds_sent = self._conn, self._fds_sent
         try:
             try:
                 with self._send_lock:
+                    if slot is not None and slot.ref.fd and \
+                            fds_sent.get(slot.index) != slot.ref.name:
+                        conn.send(SlotFd(slot.ref))  # the descriptor follows at once
+                        send_fd(conn, slot.fd)
+                        fds_sent[slot.index] = slot.ref.name
                     conn.send(req)
             except OSError:
                 pass  # it just died: the reader answers this call
@@ -441,13 +473,11 @@ class InferenceProcess:
         raised: BaseException | None = None
         cancel_sent = False
         while True:
-            poll = CANCEL_POLL_S if should_cancel is not None else \
-                STALL_POLL_S if self.stall_timeout > 0 else None
+            poll = CANCEL_POLL_S if should_cancel is not None else None
             try:
                 event = call.events.get(timeout=poll)
             except queue.Empty:
                 event = None
-                self._kill_if_stalled()
             if isinstance(event, Progress) and progress is not None and raised is None:
                 try:
                     progress(event.stage, event.text)
@@ -469,20 +499,45 @@ class InferenceProcess:
                 raise _ERRORS.get(event.kind, EngineError)(event.message)
             return event  # Done or WarmedUp
 
-    def _kill_if_stalled(self) -> None:
-        """Kill the process when it has owed an answer in silence for :attr:`stall_timeout`
-        (the reader thread then answers its calls with the reason and restarts it)."""
-        limit = float(self.stall_timeout)
-        if limit <= 0:
-            return
+    # ------------------------------------------------------------------ the watchdog
+    def _await_load_locked(self) -> None:
+        """Wait (holding ``_cond``) while the process (re)loads, until it is ready or down: as
+        long as the load shows signs of life; the watchdog kills one silent for
+        :attr:`stall_timeout`, and the reader thread then sets the reason."""
+        while self._state in LOADING:
+            self._cond.wait()
+
+    def _watch(self) -> None:
+        """The watchdog thread: every :data:`STALL_POLL_S`, kill the process when it has been
+        silent for :attr:`stall_timeout` while it loads, warms up or owes an answer (the reader
+        thread then reports it: see :meth:`_exited`)."""
         with self._cond:
-            silent = time.monotonic() - self._last_heard
-            if (silent < limit or self._state != "ready" or self._warming
-                    or self._stall_reason or self._proc is None):
-                return
-            self._stall_reason = (
-                f"inference process stalled: no sign of life for {silent:.0f} s "
-                f"(inference_stall_timeout {limit:g} s); killed it, restarting")
-            proc = self._proc
-        log.debug("inference process %s (pid %s): %s", self.label, proc.pid, self._stall_reason)
-        proc.kill()
+            while self._state != "closed":
+                self._cond.wait(STALL_POLL_S)
+                proc = self._stalled_locked()
+                if proc is not None:
+                    log.debug("inference process %s (pid %s): %s", self.label, proc.pid,
+                              self._stall_reason)
+                    proc.kill()
+
+    def _stalled_locked(self) -> subprocess.Popen | None:
+        """The process to kill (its reason set) when it has been silent for
+        :attr:`stall_timeout` while loading, warming up or owing an answer; else None."""
+        limit = float(self.stall_timeout)
+        if limit <= 0 or self._stall_reason or self._proc is None:
+            return None
+        if self._state in LOADING:
+            doing, then = " while loading the model", ""
+        elif self._state == "ready" and self._warming:
+            doing, then = " while warming up", ", restarting"
+        elif self._state == "ready" and self._calls:
+            doing, then = "", ", restarting"
+        else:
+            return None
+        silent = time.monotonic() - self._last_heard
+        if silent < limit:
+            return None
+        self._stall_reason = (
+            f"inference process stalled{doing}: no sign of life for {silent:.0f} s "
+            f"(inference_stall_timeout {limit:g} s); killed it{then}")
+        return self._proc

@@ -1,23 +1,32 @@
 """A ring of shared-memory image slots: frames to the inference process, masks back, no pickling.
 
-Each slot is one POSIX shared-memory segment owned by the node (:class:`SlotRing`): a small
-control header, then the frame (H x W x 3 uint8). The process maps a slot by name the first
-time a request names it (:class:`SlotMaps`) and keeps it mapped across requests, so a request
-costs one copy of the frame into the slot and nothing else. When the engine is done with the
-frame, the process writes the masks over it (:func:`write_masks`): a result's uint8 masks are
-usually smaller than the frame (three masks fill it), packed bits take an eighth of that, and
-only an answer with more masks than even that fits sends them through the pipe.
+Each slot is one shared-memory segment owned by the node (:class:`SlotRing`): a small control
+header, then the frame (H x W x 3 uint8). The process maps a slot the first time a request
+names it (:class:`SlotMaps`) and keeps it mapped across requests, so a request costs one copy
+of the frame into the slot and nothing else. When the engine is done with the frame, the
+process writes the masks over it (:func:`write_masks`): a result's uint8 masks are usually
+smaller than the frame (three masks fill it), packed bits take an eighth of that, and only an
+answer with more masks than even that fits sends them through the pipe.
 
 Byte 0 of the header is the request's cancel flag: the node sets it, the process polls it
 every few decode steps (``StampSegmenter``'s ``should_cancel``), so a cancel needs no message
 and no thread on the process side.
 
-The node's segments are registered with multiprocessing's resource tracker, which unlinks them
-if the node dies without cleaning up. When the tracker dies with it (a whole process group
-killed), the segments stay behind in /dev/shm under the dead node's pid; pids are reused, so
-every name also carries a random part and a name that exists is never taken over
-(:data:`NAME_ATTEMPTS`). The process maps them without registering (Python < 3.13
-would register an attached segment too and unlink it when the *process* exits, under the node).
+On Linux a segment is an anonymous memory file (``memfd_create``, :class:`MemFile`): it has no
+name anywhere, so nothing can be left behind however the node and its processes die (a
+container stop, a process-group SIGKILL), and it is not limited by the size of /dev/shm (64 MiB
+in a Docker container by default; a 1080p slot takes 7 MiB). The process receives the
+segment's file descriptor over its socket (:func:`send_fd`, announced by a
+:class:`~stamp_ros.inference.protocol.SlotFd` message) before the first request on it, maps it
+and closes the descriptor; the memory is freed when the last mapping of it ends.
+
+Elsewhere (no ``memfd_create``) a segment is a named POSIX segment, registered with
+multiprocessing's resource tracker, which unlinks it if the node dies without cleaning up. When
+the tracker dies with it (a whole process group killed), such segments stay behind in /dev/shm
+under the dead node's pid; pids are reused, so every name also carries a random part and a
+name that exists is never taken over (:data:`NAME_ATTEMPTS`). The process maps them by name
+without registering (Python < 3.13 would register an attached segment too and unlink it when
+the *process* exits, under the node).
 """
 
 from __future__ import annotations
@@ -27,8 +36,10 @@ import itertools
 import mmap
 import os
 import secrets
+import socket
 import threading
 from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -41,8 +52,12 @@ GRANULE = 1 << 20
 """Slots grow in whole MiB, so a camera's frames of one size never resize them again."""
 
 NAME_ATTEMPTS = 8
-"""New random names tried when a segment's name already exists (left behind by a node whose
-pid this one reuses) before giving up."""
+"""New random names tried when a named segment's name already exists (left behind by a node
+whose pid this one reuses) before giving up."""
+
+USE_MEMFD = hasattr(os, "memfd_create")
+"""Slots are anonymous memory files (Linux); else named POSIX segments (read when a ring is
+made)."""
 
 _names = itertools.count()
 
@@ -51,16 +66,48 @@ def frame_bytes(height: int, width: int) -> int:
     return height * width * 3
 
 
+class MemFile:
+    """An anonymous shared-memory file (memfd) mapped into the node, with the attributes of a
+    ``SharedMemory`` the slots use (``name``, ``size``, ``buf``) and its descriptor (``fd``)
+    to hand to the process. ``name`` only labels it (/proc/PID/fd, /proc/PID/maps)."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, size)
+            self._mmap = mmap.mmap(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.buf = memoryview(self._mmap)
+
+    def close(self) -> None:
+        """Unmap it here (BufferError while a view into it lives, as ``SharedMemory.close``)."""
+        self.buf.release()
+        self._mmap.close()
+
+    def unlink(self) -> None:
+        """Close the descriptor: the memory goes with the last mapping (here or in a process)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Slot:
     """One segment of the ring (node side)."""
 
-    def __init__(self, index: int, prefix: str, size: int) -> None:
+    def __init__(self, index: int, prefix: str, size: int, anonymous: bool = True) -> None:
         self.index = index
         self._prefix = prefix
-        self.shm = self._create(size)
+        self._anonymous = anonymous
+        self.shm: MemFile | shared_memory.SharedMemory = self._create(size)
 
-    def _create(self, size: int) -> shared_memory.SharedMemory:
+    def _create(self, size: int) -> MemFile | shared_memory.SharedMemory:
         size = -(-max(size, 1) // GRANULE) * GRANULE
+        if self._anonymous:
+            return MemFile(self._new_name(), size)
         for _ in range(NAME_ATTEMPTS - 1):
             with contextlib.suppress(FileExistsError):
                 return shared_memory.SharedMemory(name=self._new_name(), create=True, size=size)
@@ -71,7 +118,12 @@ class Slot:
 
     @property
     def ref(self) -> SlotRef:
-        return SlotRef(self.index, self.shm.name, self.shm.size)
+        return SlotRef(self.index, self.shm.name, self.shm.size, self._anonymous)
+
+    @property
+    def fd(self) -> int:
+        """The current segment's descriptor (-1 for a named segment)."""
+        return self.shm.fd if isinstance(self.shm, MemFile) else -1
 
     @property
     def capacity(self) -> int:
@@ -79,8 +131,8 @@ class Slot:
         return self.shm.size - HEADER
 
     def ensure(self, data_bytes: int) -> None:
-        """Grow to hold ``data_bytes`` (a new segment under a new name; the process maps the new
-        one when a request names it and drops the old mapping)."""
+        """Grow to hold ``data_bytes`` (a new segment; the process maps the new one when a
+        request names it and drops the old mapping)."""
         if data_bytes <= self.capacity:
             return
         old, self.shm = self.shm, self._create(data_bytes + HEADER)
@@ -104,7 +156,7 @@ class Slot:
         _dispose(self.shm)
 
 
-def _dispose(shm: shared_memory.SharedMemory) -> None:
+def _dispose(shm: MemFile | shared_memory.SharedMemory) -> None:
     try:
         shm.close()
     finally:
@@ -113,13 +165,18 @@ def _dispose(shm: shared_memory.SharedMemory) -> None:
 
 
 class SlotRing:
-    """``count`` slots, each lent to one request at a time (node side, thread-safe)."""
+    """``count`` slots, each lent to one request at a time (node side, thread-safe).
 
-    def __init__(self, count: int = 2, initial_bytes: int = GRANULE, prefix: str = "") -> None:
+    ``anonymous``: memfd segments (default where the system has them, :data:`USE_MEMFD`), else
+    named ones."""
+
+    def __init__(self, count: int = 2, initial_bytes: int = GRANULE, prefix: str = "",
+                 anonymous: bool | None = None) -> None:
         if count < 1:
             raise ValueError("a slot ring needs at least one slot")
+        anonymous = USE_MEMFD if anonymous is None else anonymous
         prefix = prefix or f"stamp_ros_{os.getpid()}_{next(_names)}"
-        self._slots = [Slot(i, prefix, initial_bytes + HEADER) for i in range(count)]
+        self._slots = [Slot(i, prefix, initial_bytes + HEADER, anonymous) for i in range(count)]
         self._free = list(self._slots)
         self._cond = threading.Condition()
         self._closed = False
@@ -145,7 +202,7 @@ class SlotRing:
         return [slot.shm.name for slot in self._slots]
 
     def close(self) -> None:
-        """Unlink every segment (a lent slot too: its mapping lives on until released)."""
+        """Free every segment (a lent slot too: its mapping lives on until released)."""
         with self._cond:
             if self._closed:
                 return
@@ -158,16 +215,45 @@ class SlotRing:
                 slot.shm.unlink()
 
 
+# ------------------------------------------------------------------------ descriptors
+
+
+FD_MARK = b"F"
+"""The byte that carries a descriptor on the socket (after a SlotFd message)."""
+
+
+def send_fd(conn: Connection, fd: int) -> None:
+    """Send ``fd`` over ``conn``'s Unix socket (SCM_RIGHTS), right after a message announcing
+    it, under the same send lock: the receiver reads it next (:func:`recv_fd`)."""
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        socket.send_fds(sock, [FD_MARK], [fd])
+
+
+def recv_fd(conn: Connection) -> int:
+    """The descriptor :func:`send_fd` sent (close-on-exec); EOFError when none came."""
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        data, fds, _flags, _addr = socket.recv_fds(
+            sock, len(FD_MARK), 1, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+    if data != FD_MARK or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError("the node's slot descriptor did not arrive")
+    return fds[0]
+
+
 # ------------------------------------------------------------------------ process side
 
 
 class Mapping:
-    """A node segment mapped into the process, not registered with any resource tracker."""
+    """A node segment mapped into the process: from the descriptor the node sent (``fd``,
+    closed here once mapped), or opened by name and not registered with any resource
+    tracker."""
 
-    def __init__(self, name: str) -> None:
-        import _posixshmem  # CPython's own binding (what SharedMemory uses), POSIX only
+    def __init__(self, name: str, fd: int = -1) -> None:
+        if fd < 0:
+            import _posixshmem  # CPython's own binding (what SharedMemory uses), POSIX only
 
-        fd = _posixshmem.shm_open("/" + name.lstrip("/"), os.O_RDWR, mode=0o600)
+            fd = _posixshmem.shm_open("/" + name.lstrip("/"), os.O_RDWR, mode=0o600)
         try:
             size = os.fstat(fd).st_size
             self._mmap = mmap.mmap(fd, size)
@@ -188,15 +274,25 @@ class SlotMaps:
     def __init__(self) -> None:
         self._maps: dict[int, Mapping] = {}
 
+    def adopt(self, ref: SlotRef, fd: int) -> None:
+        """Map the segment whose descriptor the node just sent (:class:`SlotFd`)."""
+        self._replace(ref.index, Mapping(ref.name, fd))
+
     def get(self, ref: SlotRef) -> Mapping:
         current = self._maps.get(ref.index)
         if current is not None and current.name == ref.name:
             return current
+        if ref.fd:
+            raise RuntimeError(f"slot segment {ref.name} was never handed to this process")
+        return self._replace(ref.index, Mapping(ref.name))
+
+    def _replace(self, index: int, mapping: Mapping) -> Mapping:
+        current = self._maps.get(index)
         if current is not None:
             # BufferError: a view is still alive; the mapping goes with the garbage collector.
             with contextlib.suppress(BufferError):
                 current.close()
-        mapping = self._maps[ref.index] = Mapping(ref.name)
+        self._maps[index] = mapping
         return mapping
 
     def close(self) -> None:

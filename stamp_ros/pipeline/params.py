@@ -92,9 +92,10 @@ PARAMS: tuple[Param, ...] = (
     Param("max_pending", 4, "requests that may wait for the model; more are answered with an "
           "error result", min_value=1, max_value=1000, reload=True),
     Param("inference_stall_timeout", 120.0, "seconds an inference process may stay silent "
-          "while it owes an answer (it reports every stage, and at least every second while "
-          "decoding) before it is killed and restarted and its requests get an error result "
-          "(0 = never); keep it above the longest single forward pass (big model, slow CPU)",
+          "while it loads, warms up or owes an answer (it reports every stage, at least every "
+          "second while decoding, and every second a load makes progress) before it is killed "
+          "(a hung load fails activate; a hung warm-up or request restarts it and its requests "
+          "get an error result; 0 = never); keep it above the longest single forward pass",
           min_value=0.0),
     Param("free_on_deactivate", True, "deactivate ends the inference processes, returning "
           "all their memory (GPU included); false keeps the model loaded for a fast activate"),

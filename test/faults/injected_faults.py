@@ -16,9 +16,22 @@ inference process when the request reaches the mask stage (after decoding):
 * ``[[hang]]``: the process blocks for good, silent (a deadlocked kernel or driver call): the
   node kills it after ``inference_stall_timeout`` and restarts it.
 
+Loading and warming up have no query, so their faults come from the environment (read here,
+in the test tree, never by stamp_ros). Each variable is ``1`` (always) or the path of a file
+(only while that file exists, so a test can let the first load pass and make a restart fail):
+
+* ``STAMP_ROS_FAULT_LOAD_HANG``: ``StampSegmenter.from_pretrained`` blocks for good, silent;
+* ``STAMP_ROS_FAULT_LOAD_SLOW``: the path of a file holding seconds: while it exists, the load
+  first polls for that long (a slow load that is alive, like one waiting for another process's
+  download lock);
+* ``STAMP_ROS_FAULT_LOAD_HOLD``: the path of a file: the load waits, polling, while it exists
+  (the test decides when "during the load" ends: test_node_activation.py);
+* ``STAMP_ROS_FAULT_WARMUP_HANG``: ``StampSegmenter.warmup`` blocks for good, silent.
+
 How: when ``stamp_ros.engine.segmenter`` is imported (only the inference process and an
 in-process engine do), ``StampSegmenter.segment`` is wrapped so that its progress callback
-raises (or dies of) the fault the query asks for at the mask stage.
+raises (or dies of) the fault the query asks for at the mask stage, and ``from_pretrained`` and
+``warmup`` so that they hang (or wait) as the environment asks.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +85,51 @@ def inject(query: str, progress: Progress | None) -> Progress | None:
     return hook
 
 
+def _asked(variable: str) -> bool:
+    """Whether the environment asks for the fault ``variable`` now (``1``, or its file exists)."""
+    value = os.environ.get(variable, "")
+    return value == "1" or (value not in ("", "0") and os.path.exists(value))
+
+
+def _hang_if(variable: str) -> None:
+    if _asked(variable):
+        threading.Event().wait()  # blocked for good, silent, no CPU: a hung call
+
+
+def _slow_if(variable: str) -> None:
+    path = os.environ.get(variable, "")
+    if path and os.path.exists(path):
+        with open(path, encoding="ascii") as seconds:
+            end = time.monotonic() + float(seconds.read())
+        while time.monotonic() < end:
+            time.sleep(0.05)
+
+
+def _hold_while(variable: str) -> None:
+    path = os.environ.get(variable, "")
+    while path and os.path.exists(path):
+        time.sleep(0.05)
+
+
 def _wrap(segmenter_class: type) -> None:
     segment = segmenter_class.segment
+    load = segmenter_class.__dict__["from_pretrained"].__func__
+    warmup = segmenter_class.warmup
+
+    @functools.wraps(load)
+    def from_pretrained_with_faults(cls: type, *args: Any, **kwargs: Any) -> Any:
+        _hang_if("STAMP_ROS_FAULT_LOAD_HANG")
+        _slow_if("STAMP_ROS_FAULT_LOAD_SLOW")
+        _hold_while("STAMP_ROS_FAULT_LOAD_HOLD")
+        return load(cls, *args, **kwargs)
+
+    @functools.wraps(warmup)
+    def warmup_with_faults(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _hang_if("STAMP_ROS_FAULT_WARMUP_HANG")
+        return warmup(self, *args, **kwargs)
+
+    segmenter_class.from_pretrained = classmethod(from_pretrained_with_faults)
+    segmenter_class.warmup = warmup_with_faults
 
     @functools.wraps(segment)
     def segment_with_faults(self: Any, image: Any, query: str, *args: Any,
