@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_harness import fault_env
 from PIL import Image
 
 from stamp_ros.cli.demo import DEFAULT_QUERY, RANDOM_LABEL, default_photo
@@ -34,8 +35,11 @@ def _closed_port() -> int:
 
 def test_demo_offline_labels_random_weights_and_writes_overlay_and_json(ros_env, tmp_path):
     out = tmp_path / "demo"
-    env = dict(ros_env, HF_HOME=str(tmp_path / "hf-home"),
-               HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
+    slow = tmp_path / "slow-load"  # the node's model takes 5 s more to load, as real ones do:
+    slow.write_text("5")  # the demo waits for it (the node is inactive until it is loaded)
+    env = dict(fault_env(ros_env), HF_HOME=str(tmp_path / "hf-home"),
+               HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+               STAMP_ROS_FAULT_LOAD_SLOW=str(slow))
     env.pop("HF_HUB_OFFLINE", None)
     proc = subprocess.run([sys.executable, "-m", "stamp_ros.cli", "demo", "--out-dir", str(out),
                            "--device", "cpu", "--timeout", "600"],

@@ -254,6 +254,13 @@ def _stream(planner: Any, pub: Any, frames: list, stop: threading.Event) -> None
         stop.wait(0.2)
 
 
+def _load_failed(log_path: Path) -> bool:
+    try:
+        return "could not be loaded" in log_path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def _wait_ready(client: Any, node: subprocess.Popen, deadline: float, log_path: Path) -> None:
     from stamp_ros.client import StampUnavailable
 
@@ -264,7 +271,9 @@ def _wait_ready(client: Any, node: subprocess.Popen, deadline: float, log_path: 
         except StampUnavailable as exc:
             if node.poll() is not None:
                 raise RuntimeError(f"the node exited (see {log_path})") from None
-            if exc.state == "inactive":
+            # Inactive while the model loads (activate waits for it) and after a failed load:
+            # only the node's log tells the two apart.
+            if exc.state == "inactive" and _load_failed(log_path):
                 raise RuntimeError(
                     f"the node could not load the model (see {log_path})") from None
             if time.monotonic() >= deadline:
