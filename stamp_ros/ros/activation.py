@@ -21,9 +21,9 @@ A direct ``trigger_activate()`` still works: it waits for the load on the callin
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,11 +47,8 @@ class ModelLoad:
         self.worker = new_worker(self.pool)
         self.error = ""
         """Why the model did not load ("" when it did)."""
-        self.started = time.monotonic()
         self._model = model
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._callbacks: list[Callable[[], None]] = []
+        self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         threading.Thread(target=self._load, name="stamp-model-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -59,23 +56,15 @@ class ModelLoad:
             self._model.load(self.pool)
         except Exception as exc:  # the reason goes to the activate result and the requests
             self.error = str(exc) or type(exc).__name__
-        with self._lock:
-            self._done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
+        self._done.set_result(None)
 
     def wait(self) -> None:
         """Block until the load is over (a direct ``trigger_activate``)."""
-        self._done.wait()
+        self._done.result()
 
     def when_done(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loading thread, or now) once the load is over."""
-        with self._lock:
-            if not self._done.is_set():
-                self._callbacks.append(callback)
-                return
-        callback()
+        self._done.add_done_callback(lambda _future: callback())
 
     async def finished(self, wake: Any) -> None:
         """Yield the executor until the load is over; ``wake`` (a guard condition of the node)
