@@ -550,6 +550,20 @@ def stall_age(reason: str) -> float:
     return float(reason.split("no sign of life for ")[1].split(" s")[0])
 
 
+def load_stall_reason(thread: threading.Thread, outcome: list, what: str) -> str:
+    """The error a call in ``thread`` ended with, once it ends: the stall of a load that hung,
+    in the wording the node reports it with."""
+    thread.join(180)
+    assert not thread.is_alive(), f"{what} never returned"
+    (exc,) = outcome
+    assert isinstance(exc, EngineError), exc
+    reason = str(exc)
+    assert reason.startswith("inference process stalled while loading the model: no sign "
+                             "of life for "), reason
+    assert reason.endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it"), reason
+    return reason
+
+
 def test_a_process_that_hangs_while_loading_is_killed_and_start_fails(checkpoint):
     """The model load blocks for good, silent: after inference_stall_timeout without a sign
     of life the process is killed and start() (the node's activate) fails with the reason,
@@ -558,14 +572,7 @@ def test_a_process_that_hangs_while_loading_is_killed_and_start_fails(checkpoint
                             stall_timeout=STALL_S)
     thread, outcome = in_thread(proc.start)
     try:
-        thread.join(180)
-        assert not thread.is_alive(), "start() never returned for a process hung in loading"
-        (exc,) = outcome
-        assert isinstance(exc, EngineError), exc
-        reason = str(exc)
-        assert reason.startswith("inference process stalled while loading the model: no sign "
-                                 "of life for "), reason
-        assert reason.endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it"), reason
+        reason = load_stall_reason(thread, outcome, "start() for a process hung in loading")
         assert stall_age(reason) >= STALL_S
         assert proc.state == "closed" and proc.failure == reason
         assert not psutil.pid_exists(proc.pid)
@@ -623,14 +630,7 @@ def test_a_call_waiting_for_a_restart_that_hangs_while_loading_gets_the_reason(c
             proc.segment(make_frame(96, 64), "[[crash]] segment the square")
         thread, outcome = in_thread(
             lambda: proc.segment(make_frame(96, 64), "segment the square"))
-        thread.join(180)
-        assert not thread.is_alive(), "a call waiting for a hung reload never returned"
-        (exc,) = outcome
-        assert isinstance(exc, EngineError), exc
-        reason = str(exc)
-        assert reason.startswith("inference process stalled while loading the model: no sign "
-                                 "of life for "), reason
-        assert reason.endswith(f"(inference_stall_timeout {STALL_S:g} s); killed it"), reason
+        reason = load_stall_reason(thread, outcome, "a call waiting for a hung reload")
         assert events.wait("down", 2)[1] == (reason, False)
         assert proc.state == "failed" and proc.failure == reason
         assert not psutil.pid_exists(proc.pid)  # the hung replacement, killed and reaped
