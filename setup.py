@@ -10,7 +10,9 @@ decodes the COCO polygons and RLE masks); `pip install .[sam]` adds segment-anyt
 need the ROS interfaces and are not usable from it.
 
 The message definitions in msg/ are shipped as package data of `stamp_ros.bag.interfaces`, so
-`stamp-ros bag` can register the stamp_ros types with rosbags without a ROS install.
+`stamp-ros bag` can register the stamp_ros types with rosbags without a ROS install; upstream's
+vision_msgs definitions (interfaces/vision_msgs/msg) go beside them, for the bag's detection
+topics (rosbags has tf2_msgs itself).
 """
 
 from setuptools import find_packages, setup
@@ -21,9 +23,12 @@ setup(
     description="STAMP language-driven segmentation: engine, offline CLI and ROS 2 node",
     license="MIT",
     python_requires=">=3.10",
-    packages=[*find_packages(include=["stamp_ros", "stamp_ros.*"]), "stamp_ros.bag.interfaces"],
-    package_dir={"stamp_ros.bag.interfaces": "msg"},
-    package_data={"stamp_ros.bag.interfaces": ["*.msg"]},
+    packages=[*find_packages(include=["stamp_ros", "stamp_ros.*"]), "stamp_ros.bag.interfaces",
+              "stamp_ros.bag.interfaces.vision_msgs.msg"],
+    package_dir={"stamp_ros.bag.interfaces": "msg",
+                 "stamp_ros.bag.interfaces.vision_msgs.msg": "interfaces/vision_msgs/msg"},
+    package_data={"stamp_ros.bag.interfaces": ["*.msg"],
+                  "stamp_ros.bag.interfaces.vision_msgs.msg": ["*.msg"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.13,<6",

@@ -206,12 +206,19 @@ SWAY_PX, SWAY_FRAMES = 60.0, 120
 
 
 def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
-               node_env: dict[str, str] | None = None) -> dict:
+               node_env: dict[str, str] | None = None, segs: int = 1,
+               subscribe_outputs: bool = False, depth: bool = False) -> dict:
+    """The real node tracking a swaying camera (see the module docstring). ``segs`` objects
+    per answer; ``subscribe_outputs``: ``publish_tf:=true`` and this process subscribed to
+    ``~/tracks/detections``, ``~/tracks/detections_3d``, ``~/tracks/labels`` and ``/tf``
+    (issue 30: every output built on every tracked frame); ``depth``: also a depth stream
+    (16UC1, 1 m everywhere) with camera_info, so every tracked object is lifted to 3D (and
+    has a Detection3D and a TF frame)."""
     import rclpy
     from domain_coordinator import domain_id
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
     from stamp_ros.msg import Segmentation
     from std_msgs.msg import String
 
@@ -220,7 +227,9 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
     from stamp_ros.ros.kit import rgb_to_image_msg
     from stamp_ros.testing.checkpoint import make_test_checkpoint
 
-    ckpt = make_test_checkpoint(tmp / f"ckpt-{model}", answer="Sure, it is here: <|seg|>",
+    answer = "Sure, it is here: <|seg|>" if segs == 1 else (
+        "Here they are: " + ", ".join(["<|seg|>"] * segs))
+    ckpt = make_test_checkpoint(tmp / f"ckpt-{model}-{segs}", answer=answer,
                                 shape=load_shape(model))
     pixels = ["-p", "min_pixels:=12544", "-p", "max_pixels:=12544"] if model == "tiny" else []
     with domain_id() as did:
@@ -236,7 +245,8 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
         node_log = tmp / f"node-{model}.log"
         args = [sys.executable, "-m", "stamp_ros.cli.run_node", "--ros-args",
                 "-p", f"model:={ckpt}", "-p", "device:=cpu", "-p", "mode:=continuous",
-                "-p", "track:=true", "-p", "stats_period:=0.0", *pixels]
+                "-p", "track:=true", "-p", "stats_period:=0.0", *pixels,
+                *(["-p", "publish_tf:=true"] if subscribe_outputs else [])]
         with node_log.open("w") as fh:
             proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                     cwd=ROOT, start_new_session=True)
@@ -265,6 +275,24 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
                                      reliable)
             img_pub = node.create_publisher(Image, "/image", QoSProfile(
                 depth=1, reliability=ReliabilityPolicy.RELIABLE))
+            outputs: dict[str, list[float]] = {}
+            depth_pub = info_pub = None
+            if subscribe_outputs:
+                from tf2_msgs.msg import TFMessage
+                from vision_msgs.msg import Detection2DArray, Detection3DArray
+
+                def counter(topic: str):
+                    return lambda m: outputs[topic].append(time.time())
+
+                for topic, kind in (("/stamp_node/tracks/detections", Detection2DArray),
+                                    ("/stamp_node/tracks/detections_3d", Detection3DArray),
+                                    ("/stamp_node/tracks/labels", Image), ("/tf", TFMessage)):
+                    outputs[topic] = []
+                    node.create_subscription(kind, topic, counter(topic), reliable)
+            if depth:
+                depth_pub = node.create_publisher(Image, "/depth", QoSProfile(
+                    depth=1, reliability=ReliabilityPolicy.RELIABLE))
+                info_pub = node.create_publisher(CameraInfo, "/camera_info", reliable)
             query_pub = node.create_publisher(String, "/query", reliable)
             while img_pub.get_subscription_count() < 1 or query_pub.get_subscription_count() < 1:
                 time.sleep(0.05)
@@ -273,6 +301,16 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
             msgs = [rgb_to_image_msg(scene.view(
                 SWAY_PX * (1.0 + np.sin(2 * np.pi * i / SWAY_FRAMES))))
                 for i in range(SWAY_FRAMES)]
+            depth_msg = info = None
+            if depth:
+                from stamp_ros.ros.kit import build_image_msg
+
+                w, h = size
+                depth_msg = build_image_msg(None, h, w, "16UC1", 2 * w, False,
+                                            np.full((h, w), 1000, np.uint16).tobytes())
+                info = CameraInfo(width=w, height=h, k=[500.0, 0.0, w / 2, 0.0, 500.0, h / 2,
+                                                         0.0, 0.0, 1.0])
+                info.header.frame_id = depth_msg.header.frame_id = "cam"
             published: list[float] = []
             stop = threading.Event()
 
@@ -285,6 +323,10 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
                     msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int(now % 1 * 1e9)
                     msg.header.frame_id = "cam"
                     img_pub.publish(msg)
+                    if depth_msg is not None:
+                        depth_msg.header.stamp = info.header.stamp = msg.header.stamp
+                        info_pub.publish(info)
+                        depth_pub.publish(depth_msg)
                     published.append(now)
                     i += 1
                     nxt += period
@@ -331,6 +373,11 @@ def bench_node(model: str, seconds: float, size: tuple[int, int], tmp: Path,
         "objects_per_frame_mean": round(float(np.mean([t[8] for t in window])), 2)
         if window else 0.0,
         "node_env": node_env or {},
+        "segs_per_answer": segs,
+        "outputs_subscribed": subscribe_outputs,
+        "depth": depth,
+        "outputs_hz": {topic: round(len([t for t in times if t_start <= t < t_end + 0.5])
+                                    / span, 2) for topic, times in outputs.items()},
         "stages_ms_p50_p90": {
             stage: [pct([t[k] for t in window], 50), pct([t[k] for t in window], 90)]
             for k, stage in ((4, "wait"), (5, "convert"), (6, "step"), (7, "message"))},
@@ -363,6 +410,13 @@ def main() -> int:
     parser.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
                         help="node part: extra environment of the node process, e.g. "
                         "OMP_NUM_THREADS=1 (repeatable)")
+    parser.add_argument("--segs", type=int, default=1, help="node part: objects per answer")
+    parser.add_argument("--subscribe-outputs", action="store_true",
+                        help="node part: depth + camera_info in, publish_tf:=true, and every "
+                        "~/tracks/ standard output and /tf subscribed (issue 30)")
+    parser.add_argument("--depth", action="store_true",
+                        help="node part: a depth stream + camera_info too (3D on every "
+                        "tracked frame)")
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -384,7 +438,8 @@ def main() -> int:
     if "node" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(item.split("=", 1) for item in args.node_env)
-            report["node"] = [bench_node(m, args.seconds, (640, 480), Path(tmp), env)
+            report["node"] = [bench_node(m, args.seconds, (640, 480), Path(tmp), env,
+                                         args.segs, args.subscribe_outputs, args.depth)
                               for m in args.models.split(",") if m
                               for _ in range(max(1, args.repeats))]
         report["goal"] = {"tracks_hz_min": GOAL_HZ, "added_latency_p90_ms_max": GOAL_P90_MS,

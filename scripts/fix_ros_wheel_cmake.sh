@@ -10,10 +10,15 @@ PY=${1:?usage: fix_ros_wheel_cmake.sh VENV_PYTHON}
 PREFIX=$("$PY" -c 'import sys; print(sys.prefix)')
 PYINC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 NPINC=$("$PY" -c 'import numpy; print(numpy.get_include())')
+# A file is rewritten only when its content changes: a new mtime makes CMake re-check every
+# build that imports the target (setup's second run would take twice as long).
 n=0
 for f in "$PREFIX"/share/*/cmake/export_*__rosidl_generator_pyExport.cmake; do
   [ -e "$f" ] || continue
-  sed -i -E "s#^([[:space:]]*INTERFACE_INCLUDE_DIRECTORIES )\".*\"#\1\"${PYINC};${NPINC}\"#" "$f"
-  n=$((n + 1))
+  fixed=$(sed -E "s#^([[:space:]]*INTERFACE_INCLUDE_DIRECTORIES )\".*\"#\1\"${PYINC};${NPINC}\"#" "$f")
+  if [ "$fixed" != "$(cat "$f")" ]; then
+    printf '%s\n' "$fixed" >"$f"
+    n=$((n + 1))
+  fi
 done
 echo "[setup] fixed $n wheel CMake export files to use $PYINC and $NPINC"

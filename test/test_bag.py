@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from message_fields import flat_fields
 from PIL import Image as PILImage
 from thread_budget import torch_threads, with_threads
 
@@ -50,7 +51,8 @@ BLOCK_ROS = r"""
 import sys
 BLOCKED = ("rclpy", "rosidl_parser", "rosidl_runtime_py", "rpyutils", "sensor_msgs",
            "std_msgs", "builtin_interfaces", "geometry_msgs", "visualization_msgs",
-           "diagnostic_msgs", "stamp_ros.msg", "stamp_ros.srv", "stamp_ros.action")
+           "diagnostic_msgs", "vision_msgs", "tf2_msgs", "stamp_ros.msg", "stamp_ros.srv",
+           "stamp_ros.action")
 class Block:
     def find_spec(self, name, path=None, target=None):
         if any(name == b or name.startswith(b + ".") for b in BLOCKED):
@@ -203,7 +205,8 @@ def test_cli_subprocess_without_ros_sqlite3_in_mcap_out(ckpt, photo, tmp_path, c
     assert summary["mode"] == "continuous" and summary["storage"] == "mcap"
     assert summary["input_storage"] == "sqlite3"
     assert summary["topics"] == {"/stamp/result": 5, "/stamp/mask": 5, "/stamp/overlay": 5,
-                                 "/camera/image": 5}
+                                 "/stamp/detections": 5, "/stamp/detections_3d": 0,
+                                 "/stamp/labels": 5, "/camera/image": 5}
     assert summary["video_frames"] == 5 and summary["last_answer"] == TEXT
     assert "progress: 1/5 frames" in proc.stderr
 
@@ -266,14 +269,19 @@ def test_mcap_output_opens_with_the_mcap_reader(ckpt, photo, tmp_path, capsys):
         assert reader.get_header().profile == "ros2"
         schemas = {s.id: s for s in summary.schemas.values()}
         channels = {c.topic: c for c in summary.channels.values()}
-        assert set(channels) == {"/stamp/result", "/stamp/mask", "/stamp/overlay"}
+        assert set(channels) == {"/stamp/result", "/stamp/mask", "/stamp/overlay",
+                                 "/stamp/detections", "/stamp/detections_3d", "/stamp/labels"}
         seg_schema = schemas[channels["/stamp/result"].schema_id]
         assert seg_schema.name == "stamp_ros/msg/Segmentation" and seg_schema.encoding == "ros2msg"
         # The full definition travels with the bag (Foxglove decodes it without our package).
         assert b"MSG: stamp_ros/Instance" in seg_schema.data
+        det_schema = schemas[channels["/stamp/detections"].schema_id]
+        assert det_schema.name == "vision_msgs/msg/Detection2DArray"
+        assert b"MSG: vision_msgs/BoundingBox2D" in det_schema.data
         counts = summary.statistics.channel_message_counts
         assert {c.topic: counts[c.id] for c in summary.channels.values()} == {
-            "/stamp/result": 3, "/stamp/mask": 3, "/stamp/overlay": 3}
+            "/stamp/result": 3, "/stamp/mask": 3, "/stamp/overlay": 3, "/stamp/detections": 3,
+            "/stamp/detections_3d": 0, "/stamp/labels": 3}
         ts = typestore()
         seen = 0
         for schema, channel, message in reader.iter_messages(topics=["/stamp/result"]):
@@ -413,15 +421,32 @@ def test_depth_and_camera_info_fill_the_3d_fields(ckpt, photo, tmp_path, capsys)
     code, _, err = run_bag(
         [str(src), "--image-topic", "/camera/image", "--query", QUERY,
          "--depth-topic", "/camera/depth", "--camera-info-topic", "/camera/camera_info",
-         "--out", str(tmp_path / "out"), "--model", str(ckpt), *SMALL], capsys)
+         "--tf", "--out", str(tmp_path / "out"), "--model", str(ckpt), *SMALL], capsys)
     assert code == 0, err
-    results = [m for _, m in read_bag(tmp_path / "out")["/stamp/result"]]
+    bag = read_bag(tmp_path / "out")
+    results = [m for _, m in bag["/stamp/result"]]
     assert len(results) == 3
     lifted = [inst for r in results for inst in r.instances if inst.area > 20]
     assert lifted, "the tiny model should produce some non-trivial masks"
     for inst in lifted:
         assert inst.has_3d and inst.frame_id_3d == "camera_color_optical_frame"
         assert inst.centroid.z == pytest.approx(2.0, abs=1e-3) and inst.num_points > 0
+    # The node's ecosystem outputs, one per result at its bag time (3D and TF with 3D only).
+    from test_detections import check_2d, check_3d, check_labels, check_tf, stamp
+
+    times = [t for t, _ in bag["/stamp/result"]]
+    assert [t for t, _ in bag["/stamp/detections"]] == [t for t, _ in bag["/stamp/labels"]] == times
+    with_3d = [r for r in results if any(inst.has_3d for inst in r.instances)]
+    assert len(bag["/stamp/detections_3d"]) == len(bag["/tf"]) == len(with_3d) > 0
+    for res, (_, dets), (_, labels) in zip(results, bag["/stamp/detections"],
+                                           bag["/stamp/labels"], strict=True):
+        check_2d(res, dets)
+        check_labels(res, labels)
+    for res, (_, dets3d), (_, tf) in zip(with_3d, bag["/stamp/detections_3d"], bag["/tf"],
+                                         strict=True):
+        check_3d(res, dets3d)
+        assert {stamp(t) for t in tf.transforms} == {stamp(res)}
+        check_tf(res, tf.transforms, "stamp/")
 
 
 # --------------------------------------------------------------------------- bad input
@@ -683,24 +708,7 @@ def test_the_node_and_bag_kits_fill_the_same_fields():
                                model="m", wait_ms=0.5, convert_ms=0.25, objects=[obj],
                                frame_id_3d="cam", kit=rclpy_kit())
 
-    def flat(msg: Any, prefix: str = "") -> dict[str, Any]:
-        fields = (msg.get_fields_and_field_types() if hasattr(msg, "get_fields_and_field_types")
-                  else {f: None for f in msg.__dataclass_fields__ if not f.startswith("__")})
-        out: dict[str, Any] = {}
-        for name in fields:
-            value = getattr(msg, name)
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    out.update(flat(item, f"{prefix}{name}[{i}]."))
-            elif hasattr(value, "__slots__") or hasattr(value, "__dataclass_fields__"):
-                out.update(flat(value, f"{prefix}{name}."))
-            elif isinstance(value, str | bool | int | float):
-                out[prefix + name] = value
-            else:
-                out[prefix + name] = np.asarray(value).tolist()
-        return out
-
-    ours, node = flat(bag_msg), flat(ros_msg)
+    ours, node = flat_fields(bag_msg), flat_fields(ros_msg)
     # Both sides come from msg/*.msg; a ROS build older than the checkout may lack new fields.
     common = ours.keys() & node.keys()
     assert len(common) > 40 and "instances[0].centroid.z" in common

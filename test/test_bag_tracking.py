@@ -121,6 +121,17 @@ def test_model_every_n_frames_tracks_every_frame(ckpt, pan_bag, tmp_path, capsys
                 assert abs(shift_found(obj.mask, model, PAN * 10) - PAN * (i - k)) <= 2
                 moved += 1
     assert moved >= 5
+    # Every tracked frame's detections and label image (ids = track ids), at its bag time.
+    from test_detections import check_2d, check_labels
+
+    for group, messages in (("/stamp/tracks/", tracks), ("/stamp/", bag["/stamp/result"])):
+        dets, labels = bag[f"{group}detections"], bag[f"{group}labels"]
+        assert [t for t, _ in dets] == [t for t, _ in labels] == [t for t, _ in messages]
+        for (_, msg), (_, det), (_, label) in zip(messages, dets, labels, strict=True):
+            assert all(d.id == str(inst.track_id) for d, inst in zip(
+                det.detections, msg.instances, strict=True))
+            check_2d(msg, det)
+            check_labels(msg, label)
     # The overlay of every frame draws each track in its id's colour (outline and label box).
     for (_, overlay), (_, msg) in zip(bag["/stamp/overlay"], tracks, strict=True):
         assert overlay.header.stamp == msg.header.stamp

@@ -50,10 +50,19 @@ def test_launch_file_points_at_installed_executable_and_config():
         assert (share / rel).is_file(), f"{rel} not installed into {share}"
 
 
-def test_rviz_config_shows_image_overlay_and_mask():
+def test_rviz_config_shows_images_objects_detections_labels_and_tf():
     rviz = yaml.safe_load((REPO / "config" / "stamp.rviz").read_text())
-    topics = {d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]}
-    assert {"/image", "/stamp_node/overlay", "/stamp_node/mask"} <= topics
+    displays = rviz["Visualization Manager"]["Displays"]
+    by_topic = {d["Topic"]["Value"]: d["Class"] for d in displays if "Topic" in d}
+    assert {"/image", "/stamp_node/overlay", "/stamp_node/mask", "/stamp_node/points",
+            "/stamp_node/markers"} <= by_topic.keys()
+    for labels in ("/stamp_node/labels", "/stamp_node/tracks/labels"):
+        # 16UC1 labels 1..n are black unless RViz stretches the range
+        display = next(d for d in displays if d.get("Topic", {}).get("Value") == labels)
+        assert display["Class"] == "rviz_default_plugins/Image" and display["Normalize Range"]
+    for boxes in ("/stamp_node/detections_3d", "/stamp_node/tracks/detections_3d"):
+        assert by_topic[boxes] == "vision_msgs_rviz_plugins/Detection3DArray"
+    assert any(d["Class"] == "rviz_default_plugins/TF" for d in displays)
 
 
 def test_installed_executable_starts_with_ros_args(tmp_path):

@@ -42,7 +42,7 @@ def _model_period(text: str) -> float | None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from stamp_ros.engine.options import add_model_options
-    from stamp_ros.pipeline.params import BY_NAME
+    from stamp_ros.pipeline.params import BY_NAME, TRACKER_PARAMS
 
     def default(name: str) -> Any:
         return BY_NAME[name].default
@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="/stamp",
                    help="namespace of the output topics (default /stamp: /stamp/result, ...)")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay topic")
+    p.add_argument("--tf", action="store_true",
+                   help="write every object with 3D to /tf as <tf-prefix><id> (the node's "
+                   "publish_tf)")
+    p.add_argument("--tf-prefix", default=default("tf_prefix"),
+                   help="prefix of the TF child frames (default %(default)s)")
     p.add_argument("--video", help="also write the overlays as a video (.mp4, OpenCV mp4v)")
     p.add_argument("--video-fps", type=float,
                    help="video frame rate (default: the bag's frame rate / --every; "
@@ -105,19 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="bag seconds each model answer takes (the model takes the newest "
                       "frame when free; frames in between are propagated), or 'real' (the "
                       "default): as long as each answer took on this machine")
-    track.add_argument("--track-min-iou", type=float, default=default("track_min_iou"),
-                       help="node parameter track_min_iou")
-    track.add_argument("--track-max-misses", type=positive_int,
-                       default=default("track_max_misses"), help="node parameter "
-                       "track_max_misses")
-    track.add_argument("--track-max-side", type=positive_int, default=default("track_max_side"),
-                       help="node parameter track_max_side")
-    track.add_argument("--track-fb-threshold", type=float,
-                       default=default("track_fb_threshold"),
-                       help="node parameter track_fb_threshold")
-    track.add_argument("--track-scene-change", type=float,
-                       default=default("track_scene_change"),
-                       help="node parameter track_scene_change")
+    for name in TRACKER_PARAMS:  # the node's track_* parameters, one option each
+        track.add_argument(f"--{name.replace('_', '-')}", type=type(default(name)),
+                           default=default(name),
+                           help=f"node parameter {name}: {BY_NAME[name].description}")
     p.add_argument("--json", action="store_true",
                    help="print one JSON summary object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -174,6 +170,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise InputError("--video-fps must be > 0")
     if bool(args.depth_topic) != bool(args.camera_info_topic):
         raise InputError("--depth-topic and --camera-info-topic go together (3D needs both)")
+    if args.tf_prefix.startswith("/"):
+        raise InputError(f"--tf-prefix must not start with '/' (got {args.tf_prefix!r})")
     if Path(args.out).absolute() == Path(args.input).absolute():
         raise InputError("--out must differ from the input bag")
     if args.track and args.query is None:
@@ -181,10 +179,9 @@ def _validate(args: argparse.Namespace) -> None:
     if not args.track and (args.model_every is not None or args.model_period is not None):
         raise InputError("--model-every and --model-period go with --track")
     if args.track:
-        from stamp_ros.pipeline.params import validate
+        from stamp_ros.pipeline.params import TRACKER_PARAMS, validate
 
-        for name in ("track_min_iou", "track_max_side", "track_fb_threshold",
-                     "track_scene_change"):
+        for name in TRACKER_PARAMS:
             reason = validate(name, getattr(args, name))
             if reason:
                 raise InputError(f"--{name.replace('_', '-')}: {reason}")
@@ -194,14 +191,11 @@ def _track_config(args: argparse.Namespace) -> Any:
     if not args.track:
         return None
     from stamp_ros.bag.tracking import TrackReplayConfig
-    from stamp_ros.tracking import TrackerConfig
+    from stamp_ros.pipeline.tracking_step import tracker_config
 
     return TrackReplayConfig(
         model_every=args.model_every, model_period=args.model_period,
-        tracker=TrackerConfig(min_iou=args.track_min_iou, max_misses=args.track_max_misses,
-                              max_side=args.track_max_side,
-                              fb_threshold=args.track_fb_threshold,
-                              scene_change=args.track_scene_change))
+        tracker=tracker_config(lambda name: getattr(args, name)))
 
 
 def cmd_bag(args: argparse.Namespace) -> int:
@@ -228,7 +222,8 @@ def cmd_bag(args: argparse.Namespace) -> int:
             max_frame_age=args.max_frame_age, frame_timeout=args.frame_timeout,
             depth_scale=args.depth_scale, depth_max_skew=args.depth_max_skew,
             copy_input=args.copy_input, overlay=not args.no_overlay, prefix=args.prefix,
-            model=str(args.model), track=_track_config(args))
+            model=str(args.model), track=_track_config(args), tf=args.tf,
+            tf_prefix=args.tf_prefix)
         out = OutputBag(args.out, store, storage=args.storage, overwrite=args.overwrite)
         segmenter: Any = None
         replayer = Replayer(source, segmenter, out, config, kit=RosbagsKit(store))

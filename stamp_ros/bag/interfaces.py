@@ -4,7 +4,9 @@ rosbags ships the standard ROS 2 interfaces; ours are parsed from the package's 
 files, so the output bag carries the same definitions (and the same RIHS01 type hashes) as the
 node's generated interfaces, and Foxglove or ``ros2 bag play`` decode them without this package.
 The ``.msg`` files are found wherever the package was installed from: pip package data, the
-source checkout, or a ROS install's ``share/stamp_ros/msg``.
+source checkout, or a ROS install's ``share/stamp_ros/msg``. The vision_msgs definitions of the
+detection topics come from the repository's ``interfaces/vision_msgs/msg`` (upstream's files) or
+a ROS install's ``share/vision_msgs/msg``; rosbags' own store already has tf2_msgs.
 
 :class:`RosbagsKit` is the :class:`stamp_ros.pipeline.results.MessageKit` for rosbags' message
 dataclasses, so ``results.segmentation_msg`` builds the bag's messages exactly as the node's.
@@ -36,6 +38,7 @@ __all__ = [
     "msg_dir",
     "new_message",
     "typestore",
+    "vision_msg_dir",
 ]
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -79,15 +82,35 @@ def msg_dir() -> Path:
     )
 
 
+def vision_msg_dir() -> Path | None:
+    """The directory holding vision_msgs' ``Detection2DArray.msg`` and the rest (None if no
+    copy is found: the bag then writes no detection topics and says so)."""
+    here = Path(__file__).resolve().parent
+    prefixes = [Path(sys.prefix)]
+    prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    for path in [here / "interfaces" / "vision_msgs" / "msg",  # pip package data, if shipped
+                 here.parents[1] / "interfaces" / "vision_msgs" / "msg",  # source checkout
+                 *(p / "share" / "vision_msgs" / "msg" for p in prefixes)]:
+        if (path / "Detection2DArray.msg").is_file():
+            return path
+    return None
+
+
 @cache
 def typestore() -> Typestore:
-    """The standard ROS 2 types plus ``stamp_ros/msg/Segmentation`` and ``Instance``."""
+    """The standard ROS 2 types plus ``stamp_ros/msg/Segmentation`` and ``Instance``, and
+    ``vision_msgs/msg/*`` when their definitions are found (:func:`vision_msg_dir`)."""
     store = get_typestore(STORE)
     folder = msg_dir()
     types: dict[str, Any] = {}
     for name in ("Instance", "Segmentation"):
         text = (folder / f"{name}.msg").read_text(encoding="utf-8")
         types.update(get_types_from_msg(text, f"stamp_ros/msg/{name}"))
+    vision = vision_msg_dir()
+    if vision is not None and "vision_msgs/msg/Detection2DArray" not in store.types:
+        for path in sorted(vision.glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(encoding="utf-8"),
+                                            f"vision_msgs/msg/{path.stem}"))
     store.register(types)
     return store
 
@@ -134,7 +157,9 @@ def new_message(store: Typestore, msgtype: str) -> Any:
 
 
 class RosbagsKit:
-    """:class:`stamp_ros.pipeline.results.MessageKit` for rosbags' dataclasses (numpy sequences)."""
+    """:class:`stamp_ros.pipeline.results.MessageKit` and
+    :class:`stamp_ros.pipeline.detections.DetectionKit` for rosbags' dataclasses (numpy
+    sequences)."""
 
     def __init__(self, store: Typestore | None = None) -> None:
         self.store = store or typestore()
@@ -154,6 +179,23 @@ class RosbagsKit:
 
     def float32_seq(self, values: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+
+    def uint32_seq(self, values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values, dtype=np.uint32).reshape(-1)
+
+    def new(self, msgtype: str) -> Any:
+        """:class:`~stamp_ros.pipeline.detections.DetectionKit`: an empty message."""
+        return new_message(self.store, msgtype)
+
+    def mono16(self, labels: np.ndarray, header: Any) -> Any:
+        """An (H, W) uint16 array as a 16UC1 little-endian Image (the label image)."""
+        a = np.asarray(labels)
+        if a.ndim != 2 or a.dtype.kind != "u" or a.dtype.itemsize != 2:
+            raise ValueError(f"expected an (H, W) uint16 array, got {a.dtype} {a.shape}")
+        h, w = a.shape
+        data = np.ascontiguousarray(a, dtype="<u2").reshape(-1).view(np.uint8)
+        return self._image(header if header is not None else self.header(), h, w, "16UC1", 0,
+                           2 * w, data)
 
     def mono8(self, mask: np.ndarray, header: Any) -> Any:
         """Same pixels as :func:`stamp_ros.ros.kit.mono8_to_image_msg`: uint8 as is,

@@ -14,8 +14,10 @@ The rules themselves are the node's, imported rather than rewritten:
 * continuous mode: :class:`~stamp_ros.pipeline.answer_reuse.AnswerReuse` writes the answer every
   ``reanswer_every`` frames and teacher-forces it in between.
 * conversion (:mod:`stamp_ros.msgs.convert`), 3D lifting (:mod:`stamp_ros.spatial.depth3d`), the
-  Segmentation message (:mod:`stamp_ros.pipeline.results`, with a rosbags kit) and the union mask /
-  overlay (:mod:`stamp_ros.render.overlay`) are the node's functions.
+  Segmentation message (:mod:`stamp_ros.pipeline.results`, with a rosbags kit), the union mask /
+  overlay (:mod:`stamp_ros.render.overlay`) and the detections, label image and TF
+  (:mod:`stamp_ros.pipeline.detections`) are the node's functions. The bag writes detections
+  and labels for every success (no subscriber to wait for), TF to ``/tf`` with ``--tf``.
 
 With ``--depth-topic`` a frame is processed once the bag has been read ``depth_max_skew`` past
 it, so a depth image recorded just after its colour frame is still paired (the node's
@@ -48,6 +50,16 @@ from stamp_ros.engine.prompt import query_refusal
 from stamp_ros.msgs.compressed import compressed_msg_to_rgb
 from stamp_ros.msgs.convert import ImageConversionError, image_msg_to_rgb
 from stamp_ros.pipeline.answer_reuse import AnswerReuse
+from stamp_ros.pipeline.detections import (
+    DETECTION_2D_ARRAY,
+    DETECTION_3D_ARRAY,
+    TF_MESSAGE,
+    detections_2d,
+    detections_3d,
+    labels_msg,
+    object_transforms,
+    tf_message,
+)
 from stamp_ros.pipeline.frame_cache import Frame, FrameCache, NoFreshFrame
 from stamp_ros.pipeline.params import BY_NAME
 from stamp_ros.pipeline.results import error_msg, segmentation_msg
@@ -63,6 +75,10 @@ MAX_LOOKAHEAD_S = 1.0
 
 DEPTH_HISTORY = 30
 """Depth images kept for pairing, as the node keeps them."""
+
+TF_TOPIC = "/tf"
+"""Where ``--tf`` writes the objects' transforms: the topic TF tools read (not under the
+prefix)."""
 
 
 def _param(name: str) -> Any:
@@ -93,6 +109,9 @@ class ReplayConfig:
     """Continuous mode with tracking (``--track``): tracks on every frame, see bag.tracking."""
     prefix: str = "/stamp"
     model: str = ""
+    tf: bool = field(default_factory=lambda: bool(_param("publish_tf")))
+    """Write every object with 3D to ``/tf`` (the node's ``publish_tf``)."""
+    tf_prefix: str = field(default_factory=lambda: str(_param("tf_prefix")))
 
     @property
     def continuous(self) -> bool:
@@ -273,8 +292,20 @@ class Replayer:
         out.open()
         out.add_topic(cfg.topic("result"), SEGMENTATION)
         out.add_topic(cfg.topic("mask"), IMAGE)
+        groups = ["", "tracks/"] if self.tracking is not None else [""]
         if self.tracking is not None:
             out.add_topic(cfg.topic("tracks"), SEGMENTATION)
+        vision = DETECTION_2D_ARRAY in out.store.types
+        if not vision:
+            logger.warning("no vision_msgs definitions found (interfaces/vision_msgs/msg or "
+                           "share/vision_msgs/msg): the detection topics are not written")
+        for group in groups:
+            if vision:
+                out.add_topic(cfg.topic(f"{group}detections"), DETECTION_2D_ARRAY)
+                out.add_topic(cfg.topic(f"{group}detections_3d"), DETECTION_3D_ARRAY)
+            out.add_topic(cfg.topic(f"{group}labels"), IMAGE)
+        if cfg.tf:
+            out.add_topic(TF_TOPIC, TF_MESSAGE)
         if cfg.overlay:
             out.add_topic(cfg.topic("overlay"), IMAGE)
         if cfg.copy_input:
@@ -504,6 +535,8 @@ class Replayer:
             masks = masks or []
             union = union_mask(masks, rgb.shape[:2])
             self.out.write(cfg.topic("mask"), t_ns, self.kit.mono8(union, seg.header))
+            # Tracking: the transforms come with every tracked frame (as in the node).
+            self.write_detections(seg, t_ns, rgb.shape[:2], masks, tf=self.tracking is None)
             if overlay and (cfg.overlay or self.video is not None):
                 image = render_overlay(rgb, masks, seg.answer)
                 if cfg.overlay:
@@ -518,3 +551,20 @@ class Replayer:
             logger.info("request %s failed: %s", seg.request_id, seg.error)
         if self.progress is not None and self.tracking is None:
             self.progress.update(s.results, s.errors)
+
+    def write_detections(self, seg: Any, t_ns: int, size: tuple[int, int], masks: list | None,
+                         *, group: str = "", tf: bool = True) -> None:
+        """The node's ecosystem outputs of a successful Segmentation (``group`` "tracks/" for a
+        tracked frame): detections, 3D detections (when an object has 3D), the label image,
+        and with ``--tf`` the objects' transforms."""
+        cfg, out, kit = self.cfg, self.out, self.kit
+        if cfg.topic(f"{group}detections") in out.counts:
+            out.write(cfg.topic(f"{group}detections"), t_ns, detections_2d(seg, kit))
+            msg = detections_3d(seg, kit)
+            if msg is not None:
+                out.write(cfg.topic(f"{group}detections_3d"), t_ns, msg)
+        out.write(cfg.topic(f"{group}labels"), t_ns, labels_msg(seg, kit, size, masks))
+        if tf and cfg.tf:
+            transforms = object_transforms(seg, kit, cfg.tf_prefix)
+            if transforms:
+                out.write(TF_TOPIC, t_ns, tf_message(transforms, kit))

@@ -15,7 +15,9 @@ The tracking step, the grounding step and the re-grounding rule (a lost track or
 makes the next model run write its answer afresh) are the node's:
 :mod:`stamp_ros.pipeline.tracking_step`. ``/stamp/result`` holds the model's answers
 (written when they arrive, with track ids), ``/stamp/tracks`` one message per frame once the
-first answer arrived; the overlay and the video show the tracks with their ids, every frame.
+first answer arrived (and ``/stamp/tracks/detections``, ``.../detections_3d``,
+``.../labels`` with it; ``--tf``: the tracks' transforms on ``/tf``); the overlay and the
+video show the tracks with their ids, every frame.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class TrackReplay:
         if tracked.tracks.refresh_reason:
             r.reuse.clear()
         r.out.write(cfg.topic("tracks"), t_ns, tracked.message)
+        r.write_detections(tracked.message, t_ns, rgb.shape[:2],
+                           [o.mask for o in tracked.tracks.objects], group="tracks/")
         r.summary.tracked_frames += 1
         if cfg.overlay or r.video is not None:
             image = tracked.overlay()

@@ -17,12 +17,16 @@ from stamp_ros.client.action_client import ThreadSafeActionClient, call_qos, fee
 from stamp_ros.client.errors import StampClientError, StampUnavailable
 from stamp_ros.client.result import SegmentFeedback, SegmentResult
 from stamp_ros.client.task import SegmentTask, Waiter
-from stamp_ros.client.tracking import TrackingSession, call_track_service
+from stamp_ros.client.tracking import (
+    EventCallback,
+    FrameCallback,
+    TrackingSession,
+    call_track_service,
+)
 from stamp_ros.ros.kit import rgb_to_image_msg
 from stamp_ros.srv import Track
 
 FeedbackCallback = Callable[[SegmentFeedback], None]
-FrameCallback = Callable[[SegmentResult], None]
 READY_POLL_S = 0.2
 """Between two lifecycle-state polls of a node that is up but not active yet."""
 PROBE_ATTEMPT_S = 2.0
@@ -241,11 +245,16 @@ class StampClient:
 
     # ------------------------------------------------------------------ tracking
     def track(self, query: str, *, camera: str = "", callback: FrameCallback | None = None,
+              on_event: EventCallback | None = None,
               timeout: float = 10.0) -> TrackingSession:
         """Start tracking ``query`` on ``camera`` and return the :class:`TrackingSession`:
         its ``latest`` tracked frame (objects with a stable ``track_id``, masks carried at
         camera rate between the model's answers), ``wait_for_frame()``, and ``callback``
-        called for every frame. ``session.stop()`` (or a ``with`` block) ends tracking.
+        called for every frame; ``on_event`` for every object that appears, is lost (hidden,
+        out of view), returns under its id, or is forgotten (``session.events``, an
+        :class:`~stamp_ros.client.object_events.ObjectEvent` each). ``session.stop()`` (or a
+        ``with`` block) ends tracking. Calling ``track`` again with the same query continues
+        the node's tracks (same ids); another query starts new ones.
 
         The node must run in continuous mode with ``track:=true``; a node that refuses
         (another mode, unknown camera, empty query, inactive) raises
@@ -261,7 +270,8 @@ class StampClient:
             raise StampClientError(f"the node refused to track {query!r}: {response.error}")
         return TrackingSession(self.node, self._waiter, self._track_client, query=str(query),
                                camera=str(camera), tracks_topic=response.tracks_topic,
-                               callback=callback, group=self._group, stop_timeout=timeout)
+                               callback=callback, on_event=on_event, group=self._group,
+                               stop_timeout=timeout)
 
     # ------------------------------------------------------------------ lifetime
     def destroy(self) -> None:

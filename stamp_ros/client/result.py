@@ -19,6 +19,9 @@ TIMING_FIELDS = ("wait_ms", "preprocess_ms", "generate_ms", "mask_ms", "postproc
 
 MASK_ENCODINGS = ("mono8", "8UC1")
 
+TRACK_STATES = {0: "", 1: "tracked", 2: "occluded", 3: "reidentified"}
+"""``Instance.track_state`` values (TRACK_NONE ... TRACK_REIDENTIFIED) as the client's names."""
+
 
 def _flat(seq: Any, dtype: Any) -> np.ndarray:
     """A message sequence field (array.array, bytes, list, numpy) as a fresh 1-D array."""
@@ -91,6 +94,19 @@ class SegmentedObject:
     """Share of the mask's pixels with a usable depth reading."""
     track_id: int = 0
     """Tracking: the object's identity across answers and frames (0 = not tracked)."""
+    track_state: str = ""
+    """Tracking: ``"tracked"`` (seen whole), ``"occluded"`` (partly hidden, carried on its
+    visible points), ``"reidentified"`` (back after being lost, matched to the remembered
+    object); ``""`` when not tracked."""
+    track_ambiguous: bool = False
+    """Tracking, ``"reidentified"`` only: look-alikes were remembered too and position decided
+    which id this object took back; double-check before acting on the id."""
+    track_age: float = 0.0
+    """Tracking: seconds since the track was first seen (frame stamps)."""
+    track_position: np.ndarray | None = None
+    """Tracking with 3D: Kalman-filtered position in :attr:`frame_id_3d` (m), shape (3,)."""
+    track_velocity: np.ndarray | None = None
+    """Tracking with 3D: Kalman-filtered velocity in :attr:`frame_id_3d` (m/s), shape (3,)."""
 
     @property
     def has_3d(self) -> bool:
@@ -119,6 +135,13 @@ class SegmentedObject:
             status_3d=str(getattr(inst, "status_3d", "")),
             valid_depth_fraction=float(getattr(inst, "valid_depth_fraction", 0.0)),
             track_id=int(getattr(inst, "track_id", 0)),
+            track_state=TRACK_STATES.get(int(getattr(inst, "track_state", 0)), "unknown"),
+            track_ambiguous=bool(getattr(inst, "track_ambiguous", False)),
+            track_age=float(getattr(inst, "track_age", 0.0)),
+            track_position=(_point(inst.track_position)
+                            if has_3d and hasattr(inst, "track_position") else None),
+            track_velocity=(_point(inst.track_velocity)
+                            if has_3d and hasattr(inst, "track_velocity") else None),
         )
 
 
@@ -155,6 +178,9 @@ class SegmentResult:
     """Tracking: the masks were carried to this frame by image motion (not the model's own)."""
     model_stamp: float = 0.0
     """Tracking: stamp (s) of the frame of the model answer the tracks were grounded on."""
+    lost_track_ids: tuple[int, ...] = ()
+    """Tracking: ids the tracker remembers but does not see on this frame (hidden, out of
+    view, missed by the model); each keeps its id if found again within ``track_memory``."""
 
     @property
     def ok(self) -> bool:
@@ -199,6 +225,7 @@ class SegmentResult:
             answer_reused=bool(msg.answer_reused),
             propagated=bool(getattr(msg, "propagated", False)),
             model_stamp=_seconds(getattr(msg, "model_stamp", None)),
+            lost_track_ids=tuple(int(i) for i in getattr(msg, "lost_track_ids", ())),
         )
 
 

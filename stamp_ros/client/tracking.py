@@ -2,14 +2,17 @@
 
 :meth:`StampClient.track <stamp_ros.client.StampClient.track>` asks the node (``~/track``
 service) to track a query on a camera and subscribes to that camera's ``~/tracks``; the session
-keeps the newest tracked frame, calls the planner's callback for every frame, and
+keeps the newest tracked frame, calls the planner's callback for every frame, reports objects
+that are lost and return (:mod:`~stamp_ros.client.object_events`), and
 :meth:`TrackingSession.stop` ends tracking on the node. Objects keep their ``track_id`` from
-frame to frame and across model answers.
+frame to frame, across model answers, while hidden or out of view for up to the node's
+``track_memory`` seconds, and when the same query is sent again.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -22,10 +25,14 @@ from stamp_ros.client.errors import (
     StampTimeout,
     StampUnavailable,
 )
+from stamp_ros.client.object_events import ObjectEvent, ObjectEvents
 from stamp_ros.client.result import SegmentResult
 from stamp_ros.client.task import Waiter
 
 FrameCallback = Callable[[SegmentResult], None]
+EventCallback = Callable[[ObjectEvent], None]
+EVENT_HISTORY = 1000
+"""Object events kept in :attr:`TrackingSession.events` (oldest dropped first)."""
 TRACKS_DEPTH = 10
 """Tracked frames kept by the subscription for a planner that falls behind (newest win)."""
 _STOPPED = object()
@@ -58,11 +65,15 @@ class TrackingSession:
     frame on the thread that spins the planner's node. :meth:`stop` (or leaving a ``with``
     block) ends tracking on the node and unsubscribes; a thread waiting for a frame then
     raises :class:`~stamp_ros.client.StampStopped` at once.
+
+    Loss and return: :attr:`lost_ids` are the objects the node remembers but does not see on
+    the newest frame; :attr:`events` (and ``on_event``, called on the spinning thread) say
+    when an object appeared, was lost, returned under its id, or was forgotten.
     """
 
     def __init__(self, node: Any, waiter: Waiter, service: Any, *, query: str, camera: str,
                  tracks_topic: str, callback: FrameCallback | None, group: Any,
-                 stop_timeout: float = 10.0) -> None:
+                 on_event: EventCallback | None = None, stop_timeout: float = 10.0) -> None:
         from stamp_ros.msg import Segmentation
 
         self.node = node
@@ -74,6 +85,9 @@ class TrackingSession:
         self._waiter = waiter
         self._service = service
         self._callback = callback
+        self._on_event = on_event
+        self._object_events = ObjectEvents()
+        self._events: deque[ObjectEvent] = deque(maxlen=EVENT_HISTORY)
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
         self._latest: SegmentResult | None = None
@@ -92,13 +106,34 @@ class TrackingSession:
             self._latest = frame
             self.frames += 1
             waiting, self._next = self._next, None
+            events = self._object_events.update((o.track_id for o in frame.objects),
+                                                frame.lost_track_ids, frame.stamp)
+            self._events.extend(events)
         if waiting is not None and not waiting.done():
             waiting.set_result(frame)
-        if self._callback is not None:
-            try:
-                self._callback(frame)
-            except Exception as exc:  # the planner's bug must not stop its executor
-                self.node.get_logger().warning(f"stamp tracking callback raised: {exc!r}")
+        self._call(self._callback, frame)
+        for event in events:
+            self._call(self._on_event, event)
+
+    def _call(self, callback: Callable[[Any], None] | None, arg: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception as exc:  # the planner's bug must not stop its executor
+            self.node.get_logger().warning(f"stamp tracking callback raised: {exc!r}")
+
+    @property
+    def events(self) -> list[ObjectEvent]:
+        """Object events so far, oldest first (the last ``EVENT_HISTORY``)."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def lost_ids(self) -> set[int]:
+        """Objects the node remembers but does not see on the newest frame."""
+        with self._lock:
+            return set(self._object_events.lost)
 
     @property
     def latest(self) -> SegmentResult | None:

@@ -10,6 +10,8 @@ The node (:mod:`stamp_ros.ros`) adds topics, threads and the executor; the bag r
 * :mod:`~stamp_ros.pipeline.conversations`: multi-turn conversations and their limits;
 * :mod:`~stamp_ros.pipeline.results`: the ``Segmentation`` messages, built through a message
   kit (rclpy's classes in the node, rosbags' in the bag);
+* :mod:`~stamp_ros.pipeline.detections`: a finished Segmentation as vision_msgs detections, a
+  16UC1 label image and TF transforms (``~/detections``, ``~/labels``, ``/tf``), same kits;
 * :mod:`~stamp_ros.pipeline.tracking_step`: one tracked frame (working frame, tracker step,
   3D, the ``~/tracks`` message, the overlay) and the grounding of tracks on a model answer.
 

@@ -85,6 +85,16 @@ PARAMS: tuple[Param, ...] = (
     Param("track_scene_change", 0.7, "tracking: fraction of the whole image's tracked points "
           "failing at once that counts as a scene change (every track lost, fresh answer)",
           min_value=0.05, max_value=1.0),
+    Param("track_memory", 10.0, "tracking: seconds an object that is no longer seen (hidden, out "
+          "of view, missed by the model) is remembered; a later answer's object that looks like "
+          "it, where its motion allows, takes its id back (0 = forget at once)", min_value=0.0,
+          max_value=3600.0),
+    Param("track_reid_threshold", 0.45, "tracking: appearance similarity (0-1; colour histogram "
+          "and verified keypoints) an object needs to take a remembered track's id",
+          min_value=0.0, max_value=1.0),
+    Param("track_max_prediction", 3.0, "tracking: seconds a hidden object's position is "
+          "predicted by its motion (and gates its re-identification); after that only its "
+          "appearance counts", min_value=0.0, max_value=60.0),
     Param("max_frame_age", 1.0, "seconds: the oldest frame a query may be answered on "
           "(age since the node received it)", min_value=0.0),
     Param("frame_timeout", 2.0, "seconds a query waits for a fresh frame before an error "
@@ -115,6 +125,10 @@ PARAMS: tuple[Param, ...] = (
     Param("depth_max_skew", 0.05, "seconds: largest stamp difference between a colour frame "
           "and the depth image paired with it", min_value=0.0),
     Param("target_frame", "", "TF frame for 3D outputs; empty = the camera optical frame"),
+    Param("publish_tf", False, "publish every object with 3D on /tf: <tf_prefix><id> in its "
+          "frame_id_3d at the centroid, identity rotation, the frame's stamp (id: the track id "
+          "while tracking, else <request_id>_<index>)"),
+    Param("tf_prefix", "stamp/", "prefix of the TF child frames publish_tf creates"),
     Param("conversation_max_turns", 8, "multi-round conversations: earlier turns kept in the "
           "prompt (older ones drop out of it)", min_value=0, max_value=64),
     Param("max_conversations", 16, "conversations kept at once (each holds its frame); a new "
@@ -141,6 +155,20 @@ DEVICE_RE = re.compile(r"^(|auto|cpu|cuda(:\d+)?)$")
 """An entry of ``devices``: "" (the ``device`` parameter), auto, cpu, cuda or cuda:N."""
 
 
+TRACKER_PARAMS = {
+    "track_min_iou": "min_iou",
+    "track_max_misses": "max_misses",
+    "track_max_side": "max_side",
+    "track_fb_threshold": "fb_threshold",
+    "track_scene_change": "scene_change",
+    "track_memory": "memory",
+    "track_reid_threshold": "reid_threshold",
+    "track_max_prediction": "max_prediction",
+}
+"""Node parameter (and ``stamp-ros bag`` option) -> :class:`~stamp_ros.tracking.TrackerConfig`
+field: the tracker's tunable part, named once for both."""
+
+
 def validate(name: str, value: Any) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name``, or None when it is."""
     spec = BY_NAME.get(name)
@@ -153,6 +181,8 @@ def validate(name: str, value: Any) -> str | None:
             return f"{name} must be >= {spec.min_value:g}, got {value}"
         if spec.max_value is not None and value > spec.max_value:
             return f"{name} must be <= {spec.max_value:g}, got {value}"
+    if name == "tf_prefix" and str(value).startswith("/"):
+        return f"tf_prefix must not start with '/' (tf2 frame ids never do), got {value!r}"
     if name == "model" and not str(value).strip():
         return "model must name a hub id or a local directory"
     if name == "devices":

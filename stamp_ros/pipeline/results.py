@@ -18,6 +18,7 @@ import numpy as np
 from stamp_ros.engine.result import SegInstance, StampResult
 from stamp_ros.spatial.geometry import Object3D
 from stamp_ros.spatial.status3d import no_depth
+from stamp_ros.tracking.state import OCCLUDED, REIDENTIFIED, TRACKED
 
 __all__ = [
     "MessageKit",
@@ -52,6 +53,14 @@ class MessageKit(Protocol):
 
     def float32_seq(self, values: np.ndarray) -> Any:
         """The value of a ``float32[]`` field holding ``values``."""
+
+    def uint32_seq(self, values: np.ndarray) -> Any:
+        """The value of a ``uint32[]`` field holding ``values``."""
+
+
+TRACK_STATE_CODES = {TRACKED: 1, OCCLUDED: 2, REIDENTIFIED: 3}
+"""The tracker's state names as ``Instance.track_state`` (TRACK_TRACKED ... TRACK_REIDENTIFIED;
+TRACK_NONE = 0 when not tracked)."""
 
 
 def instance_msg(inst: SegInstance, header: Any, obj: Object3D | None = None,
@@ -198,17 +207,41 @@ def tracks_msg(*, seq: int, header: Any, query: str, model: str, tracks: Any,
         inst.score = float(tracked.score)
         inst.track_id = int(tracked.track_id)
         set_3d(inst, obj, frame_id_3d, reason, fraction)
+        set_track_state(inst, tracked, has_3d=obj is not None)
         instances.append(inst)
     msg.instances = instances
+    msg.lost_track_ids = kit.uint32_seq(
+        np.array([h.track_id for h in getattr(tracks, "hidden", ())], np.uint32))
     for name, value in (timings_ms or {}).items():
         setattr(msg, f"{name}_ms", float(value))
     return msg
 
 
-def mark_tracked(msg: Any, track_ids: Sequence[int]) -> None:
-    """A model answer (``~/result``) in tracking mode: each instance's ``track_id``, and
+def set_track_state(inst: Any, tracked: Any, *, has_3d: bool) -> None:
+    """An Instance's trust fields from the tracker's :class:`~stamp_ros.tracking.TrackedObject`:
+    ``track_state``, ``track_ambiguous``, ``track_age`` and, with 3D, the Kalman-filtered
+    ``track_position``/``track_velocity`` (left zero without 3D on this frame)."""
+    inst.track_state = TRACK_STATE_CODES.get(tracked.state, TRACK_STATE_CODES[TRACKED])
+    inst.track_ambiguous = bool(getattr(tracked, "ambiguous_with", ()))
+    inst.track_age = float(tracked.age)
+    if has_3d and tracked.position_3d is not None and tracked.velocity_3d is not None:
+        inst.track_position.x, inst.track_position.y, inst.track_position.z = (
+            float(v) for v in tracked.position_3d)
+        inst.track_velocity.x, inst.track_velocity.y, inst.track_velocity.z = (
+            float(v) for v in tracked.velocity_3d)
+
+
+def mark_tracked(msg: Any, track_ids: Sequence[int],
+                 states: dict[int, str] | None = None) -> None:
+    """A model answer (``~/result``) in tracking mode: each instance's ``track_id`` and
+    ``track_state`` (from the tracker's ``states()``: REIDENTIFIED when the answer gave a
+    remembered track its id back; TRACK_NONE for an instance that grounded nothing), and
     ``model_stamp`` = its own stamp (the answer is the grounding)."""
+    states = states or {}
     for inst, track_id in zip(msg.instances, track_ids, strict=True):
         inst.track_id = int(track_id)
+        inst.track_state = (TRACK_STATE_CODES.get(states.get(int(track_id), TRACKED),
+                                                  TRACK_STATE_CODES[TRACKED])
+                            if track_id else 0)
     msg.propagated = False
     msg.model_stamp = msg.header.stamp

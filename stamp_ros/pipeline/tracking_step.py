@@ -32,11 +32,27 @@ from typing import Any
 
 import numpy as np
 
+from stamp_ros.pipeline.params import TRACKER_PARAMS
 from stamp_ros.pipeline.results import MessageKit, ModelAnswer, mark_tracked, tracks_msg
 from stamp_ros.spatial.depth3d import Lift3D
-from stamp_ros.tracking import FrameTracks, QueryTracker, WorkingFrame, working_frame
+from stamp_ros.tracking import (
+    FrameTracks,
+    QueryTracker,
+    TrackerConfig,
+    WorkingFrame,
+    working_frame,
+)
 
-__all__ = ["Lifter", "TrackedFrame", "answers_another_geometry", "ground_tracks", "track_frame"]
+__all__ = ["Lifter", "TrackedFrame", "answers_another_geometry",
+           "ground_tracks", "query_continues_tracks", "track_frame", "tracker_config"]
+
+def tracker_config(param: Callable[[str], Any]) -> TrackerConfig:
+    """The tracker's configuration from ``param(name)`` for each of
+    :data:`~stamp_ros.pipeline.params.TRACKER_PARAMS` (the node's parameters, the bag's
+    options), each value converted to the field's type."""
+    defaults = TrackerConfig()
+    return TrackerConfig(**{field: type(getattr(defaults, field))(param(name))
+                            for name, field in TRACKER_PARAMS.items()})
 
 Lifter = Callable[[Any, list[np.ndarray]], Lift3D]
 """``(header, full-size masks) -> Lift3D``: the caller's 3D step for one frame's objects."""
@@ -74,11 +90,16 @@ def track_frame(tracker: QueryTracker, seq: int, rgb: np.ndarray, header: Any, *
     t0 = time.monotonic()
     work = working_frame(rgb, tracker.config.max_side)
     t1 = time.monotonic()
-    out = tracker.step(seq, work)
+    out = tracker.step(seq, work, stamp=stamp_seconds(getattr(header, "stamp", None)))
     t2 = time.monotonic()
     if out is None:
         return None
     lifted = lift(header, [o.mask for o in out.objects])
+    for obj, o3d in zip(out.objects, lifted.objects, strict=False):
+        if o3d is not None:  # the track's 3D Kalman filter (position/velocity, re-id gate)
+            filtered = tracker.observe_3d(obj.track_id, seq, o3d.centroid)
+            if filtered is not None:
+                obj.position_3d, obj.velocity_3d = filtered
     timings = {"preprocess": (t1 - t0) * 1e3, "mask": (t2 - t1) * 1e3}
     if received is not None:
         timings["wait"] = (t0 - received) * 1e3
@@ -105,7 +126,7 @@ def ground_tracks(tracker: QueryTracker, seq: int, rgb: np.ndarray, result: Any,
     instances: Sequence[Any] = result.instances
     answer = ModelAnswer(stamp=seg.header.stamp, answer=seg.answer,
                          answer_reused=bool(seg.answer_reused), request_id=seg.request_id)
-    work = working_frame(rgb, tracker.config.max_side)
+    work = working_frame(rgb, tracker.config.max_side, colour=True)  # appearance: colour
     ids = [0] * len(instances)
     if not answers_another_geometry(tracker, seq, work):
         try:
@@ -116,8 +137,25 @@ def ground_tracks(tracker: QueryTracker, seq: int, rgb: np.ndarray, result: Any,
             # matching (the node's tracking thread runs beside the answers): the same rule.
             if not answers_another_geometry(tracker, seq, work):
                 raise
-    mark_tracked(seg, ids)
+    mark_tracked(seg, ids, tracker.states() if any(ids) else {})
     return ids
+
+
+def stamp_seconds(stamp: Any) -> float | None:
+    """A header stamp (``sec``/``nanosec``) in seconds; None when there is none or it is 0 (a
+    camera without a clock: the tracker then counts frames at ``frame_rate``)."""
+    sec = getattr(stamp, "sec", None)
+    if sec is None:
+        return None
+    value = float(sec) + float(getattr(stamp, "nanosec", 0)) * 1e-9
+    return value if value > 0 else None
+
+
+def query_continues_tracks(tracked: str, query: str) -> bool:
+    """A query message for a camera that already tracks ``tracked``: the same text (up to
+    surrounding whitespace) is the same query, and its tracks go on with their ids (issue 31;
+    a re-sent query only asks for a fresh answer). Another text starts a new tracker."""
+    return bool(tracked.strip()) and tracked.strip() == query.strip()
 
 
 def answers_another_geometry(tracker: QueryTracker, seq: int, work: WorkingFrame) -> bool:

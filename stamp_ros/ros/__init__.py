@@ -12,6 +12,8 @@
 * :mod:`~stamp_ros.ros.input_watch`, :mod:`~stamp_ros.ros.health`,
   :mod:`~stamp_ros.ros.diagnostics`: QoS events, silent inputs, /diagnostics, ``~/self_test``;
 * :mod:`~stamp_ros.ros.doctor_probe`: what ``stamp-ros doctor`` measures from outside;
+* :mod:`~stamp_ros.ros.ecosystem`: ``~/detections``, ``~/detections_3d``, ``~/labels`` and
+  ``/tf`` (lazy; off, with a log line, without vision_msgs / tf2_msgs);
 * :mod:`~stamp_ros.ros.kit`: numpy -> rclpy images and the node's message kit;
 * :mod:`~stamp_ros.ros.param_descriptors`: the parameter table as rclpy descriptors.
 

@@ -12,14 +12,29 @@ import threading
 from collections import deque
 from typing import Any
 
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from stamp_ros.msg import Segmentation
 from stamp_ros.pipeline.answer_reuse import AnswerReuse
 from stamp_ros.pipeline.frame_cache import FrameCache
+from stamp_ros.ros.ecosystem import DETECTION_TYPES
 
 DEPTH_BUFFER = 30
 """Depth images kept for pairing by stamp: one second of a 30 Hz depth stream."""
 
-OUTPUTS = ("result", "answer", "mask", "overlay", "points", "markers", "tracks")
-"""The per-camera output topics (``~/result`` or ``~/<camera>/result`` ...)."""
+OUTPUTS = ("result", "answer", "mask", "overlay", "points", "markers", "tracks",
+           "detections", "detections_3d", "labels",
+           "tracks/detections", "tracks/detections_3d", "tracks/labels")
+"""The per-camera output topics (``~/result`` or ``~/<camera>/result`` ...); the last six are
+the ecosystem's outputs (:mod:`stamp_ros.ros.ecosystem`), for results and for tracked frames."""
+
+OUTPUT_TYPES: dict[str, type] = {key: t for key, t in zip(OUTPUTS, (
+    Segmentation, String, Image, Image, PointCloud2, MarkerArray, Segmentation, *DETECTION_TYPES),
+    strict=True) if t is not None}
+"""The message type of each output whose package is installed: the node creates a publisher
+for these only (vision_msgs is optional)."""
 
 
 class SerializedImage:
@@ -78,7 +93,8 @@ class Camera:
         self.continuous_query = ""
         self.answer_reuse = AnswerReuse()
         self.outputs: dict[str, Any] = {}
-        """Publisher per name in :data:`OUTPUTS`; empty while the node is not configured."""
+        """Publisher per name in :data:`OUTPUTS` (those whose message package is installed)
+        and ``tf`` (the node's /tf publisher); empty while the node is not configured."""
         self.inputs: dict[str, Any] = {}
         """Input role (image, depth, ...) -> its watched endpoint (input_watch.Endpoint)."""
 

@@ -1,8 +1,9 @@
 """numpy -> rclpy messages: images, and the message kit the node's results are built with.
 
 :mod:`stamp_ros.pipeline.results` fills ``Segmentation`` messages for the node and the bag alike
-through a :class:`~stamp_ros.pipeline.results.MessageKit`; :class:`RclpyKit` is the node's,
-with rclpy's generated classes. Outgoing data is assigned as ``array.array`` filled with
+through a :class:`~stamp_ros.pipeline.results.MessageKit` (and the ecosystem's messages through
+a :class:`~stamp_ros.pipeline.detections.DetectionKit`); :class:`RclpyKit` is the node's, with
+rclpy's generated classes. Outgoing data is assigned as ``array.array`` filled with
 ``frombytes``: Humble asserts field types on every assignment, where ``bytes`` of a 1080p frame
 take ~0.7 s to check and an ndarray is rejected outright.
 """
@@ -10,11 +11,13 @@ take ~0.7 s to check and an ndarray is rejected outright.
 from __future__ import annotations
 
 import array
+import importlib
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RclpyKit", "build_image_msg", "mono8_to_image_msg", "rclpy_kit", "rgb_to_image_msg"]
+__all__ = ["RclpyKit", "build_image_msg", "mono8_to_image_msg", "mono16_to_image_msg",
+           "rclpy_kit", "rgb_to_image_msg"]
 
 
 def build_image_msg(
@@ -83,6 +86,16 @@ def mono8_to_image_msg(mask_uint8: np.ndarray, header: Any = None) -> Any:
     return build_image_msg(header, h, w, "mono8", w, False, _flat_bytes(mask))
 
 
+def mono16_to_image_msg(labels: np.ndarray, header: Any = None) -> Any:
+    """An (H, W) uint16 array as a ``16UC1`` little-endian ``sensor_msgs/Image`` (the label
+    image: step = 2 * width)."""
+    a = np.asarray(labels)
+    if a.ndim != 2 or a.dtype.kind != "u" or a.dtype.itemsize != 2:
+        raise ValueError(f"expected an (H, W) uint16 array, got {a.dtype} {a.shape}")
+    h, w = a.shape
+    little = a.astype("<u2", copy=False)
+    return build_image_msg(header, h, w, "16UC1", 2 * w, False, _flat_bytes(little))
+
 
 def _bytes_array(values: np.ndarray, typecode: str) -> array.array:
     out = array.array(typecode)
@@ -98,6 +111,7 @@ class RclpyKit:
         from stamp_ros.msg import Instance, Segmentation
 
         self._instance, self._segmentation = Instance, Segmentation
+        self._classes: dict[str, type] = {}
 
     def segmentation(self) -> Any:
         return self._segmentation()
@@ -108,11 +122,27 @@ class RclpyKit:
     def mono8(self, mask: np.ndarray, header: Any) -> Any:
         return mono8_to_image_msg(mask, header)
 
+    def new(self, msgtype: str) -> Any:
+        """:class:`~stamp_ros.pipeline.detections.DetectionKit`: an empty message of
+        ``pkg/msg/Name`` (ImportError when its package is not installed)."""
+        cls = self._classes.get(msgtype)
+        if cls is None:
+            package, _, name = msgtype.split("/")
+            cls = self._classes[msgtype] = getattr(importlib.import_module(f"{package}.msg"),
+                                                   name)
+        return cls()
+
+    def mono16(self, labels: np.ndarray, header: Any) -> Any:
+        return mono16_to_image_msg(labels, header)
+
     def uint8_seq(self, values: np.ndarray) -> array.array:
         return _bytes_array(np.asarray(values, dtype=np.uint8), "B")
 
     def float32_seq(self, values: np.ndarray) -> array.array:
         return _bytes_array(np.asarray(values, dtype=np.float32), "f")
+
+    def uint32_seq(self, values: np.ndarray) -> array.array:
+        return _bytes_array(np.asarray(values, dtype=np.uint32), "I")
 
 
 _RCLPY_KIT: RclpyKit | None = None

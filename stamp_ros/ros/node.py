@@ -34,18 +34,17 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
-from visualization_msgs.msg import MarkerArray
 
 from stamp_ros.inference.scheduler import InferenceWorker, Job
-from stamp_ros.msg import Segmentation
 from stamp_ros.pipeline.conversations import ConversationStore
 from stamp_ros.pipeline.params import BY_NAME, PARAMS, validate
 from stamp_ros.ros.activation import ModelLoad, activate_in_background
 from stamp_ros.ros.calls import SegmentCalls
-from stamp_ros.ros.camera import OUTPUTS, Camera, SerializedImage
+from stamp_ros.ros.camera import OUTPUT_TYPES, Camera, SerializedImage
 from stamp_ros.ros.diagnostics import Stats
+from stamp_ros.ros.ecosystem import configure_tf
 from stamp_ros.ros.health import NodeHealth
 from stamp_ros.ros.input_watch import InputWatch, counted
 from stamp_ros.ros.model_processes import ModelProcesses
@@ -55,8 +54,6 @@ from stamp_ros.ros.requests import RequestPipeline
 from stamp_ros.ros.tracking import TrackStream
 from stamp_ros.srv import Track
 
-OUTPUT_TYPES = dict(zip(OUTPUTS, (Segmentation, String, Image, Image, PointCloud2, MarkerArray,
-                                  Segmentation), strict=True))
 QUERY_HISTORY_DEPTH = 1000
 """Plain-text queries kept until the executor takes them (100 s at 10 Hz, a few kB)."""
 class StampNode(LifecycleNode):
@@ -178,6 +175,7 @@ class StampNode(LifecycleNode):
                 f"({self._param('image_reliability')}), query "
                 f"{self.resolve_topic_name(camera.topic('query'))}, results on "
                 f"{camera.outputs['result'].topic_name}")
+        self._output_publishers += configure_tf(self, self._cameras.values())
         self._service, self._action_server = self._calls.create_servers(
             int(self._param("max_pending")), call_group)
         self._track_service = self.create_service(Track, "~/track", self._tracks.on_track,
@@ -387,9 +385,9 @@ class StampNode(LifecycleNode):
             self._tracks.reset(camera)
             return
         camera.track(msg.data)
-        self._tracks.reset(camera)
-        self.get_logger().info(f"continuous mode, camera {camera.label}: tracking "
-                               f"{msg.data[:200]!r}")
+        kept = self._tracks.reset(camera)
+        self.get_logger().info(f"continuous mode, camera {camera.label}: "
+                               f"{'still tracking' if kept else 'tracking'} {msg.data[:200]!r}")
 
     def _submit(self, job: Job) -> None:
         worker = self._worker

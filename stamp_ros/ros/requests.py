@@ -32,6 +32,7 @@ from stamp_ros.pipeline.frame_cache import NoFreshFrame
 from stamp_ros.pipeline.results import error_msg, segmentation_msg
 from stamp_ros.ros.camera import Camera, as_message
 from stamp_ros.ros.diagnostics import Stats
+from stamp_ros.ros.ecosystem import publish_detections
 from stamp_ros.ros.kit import mono8_to_image_msg, rclpy_kit, rgb_to_image_msg
 from stamp_ros.ros.objects3d import ObjectLifter
 
@@ -186,7 +187,7 @@ class RequestPipeline:
             for inst in seg.instances:
                 inst.track_id = 0
             with contextlib.suppress(Exception):
-                self.tracking.reset(job.camera)
+                self.tracking.reset(job.camera, forget=True)
             now = time.monotonic()
             if now - self._last_tracking_log >= TRACKING_LOG_S:
                 self._last_tracking_log = now
@@ -258,8 +259,10 @@ class RequestPipeline:
 
     def _publish(self, camera: Camera, result: Segmentation, frame_rgb: Any,
                  masks: list | None) -> None:
-        """~/result always; ~/answer and ~/mask on success; ~/overlay only while someone
-        subscribes to it (rendering costs milliseconds per frame)."""
+        """~/result always; ~/answer, ~/mask and the ecosystem's outputs (detections, labels,
+        TF: :mod:`stamp_ros.ros.ecosystem`) on success; ~/overlay only while someone
+        subscribes to it (rendering costs milliseconds per frame). While the camera tracks,
+        the overlay and TF come per frame with ~/tracks instead."""
         outputs = camera.outputs
         if not self.publishing or not outputs:
             return
@@ -273,8 +276,10 @@ class RequestPipeline:
 
         union = union_mask(masks or [], frame_rgb.shape[:2])
         outputs["mask"].publish(mono8_to_image_msg(union, result.header))
-        overlay_pub = outputs["overlay"]
         tracked = self.tracking is not None and self.tracking.tracking(camera)  # per frame there
+        publish_detections(outputs, result, frame_rgb.shape[:2], masks, self._param,
+                           tf=not tracked)
+        overlay_pub = outputs["overlay"]
         if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0 \
                 and not tracked:
             overlay = render_overlay(frame_rgb, masks or [], result.answer)

@@ -5,7 +5,9 @@ The tracker itself is ROS-free (:mod:`stamp_ros.tracking`); this is the node's t
 * :class:`TrackStream` owns one thread that takes the newest unprocessed frame of each tracking
   camera (older ones are dropped, so it never builds a backlog), converts it, steps the
   camera's :class:`~stamp_ros.tracking.QueryTracker`, and publishes ``~/tracks`` (and, while
-  someone subscribes, the per-frame ``~/overlay`` with track ids). It never runs on the executor
+  someone subscribes, the per-frame ``~/overlay`` with track ids, and ``~/tracks/detections``,
+  ``~/tracks/detections_3d``, ``~/tracks/labels``; with ``publish_tf`` each track on ``/tf``:
+  :mod:`stamp_ros.ros.ecosystem`). It never runs on the executor
   thread and never waits for the model; it only takes the tracker's lock, which the inference
   thread holds for the few milliseconds of matching an answer.
 * :meth:`TrackStream.ground` runs on the inference thread after each continuous-mode answer:
@@ -34,11 +36,17 @@ from stamp_ros.inference.scheduler import Job
 from stamp_ros.msgs.compressed import compressed_msg_to_rgb
 from stamp_ros.msgs.convert import image_msg_to_rgb
 from stamp_ros.pipeline.frame_cache import Frame
-from stamp_ros.pipeline.tracking_step import ground_tracks, track_frame
+from stamp_ros.pipeline.tracking_step import (
+    ground_tracks,
+    query_continues_tracks,
+    track_frame,
+    tracker_config,
+)
 from stamp_ros.ros.camera import Camera, as_message
+from stamp_ros.ros.ecosystem import publish_detections
 from stamp_ros.ros.kit import rclpy_kit, rgb_to_image_msg
 from stamp_ros.ros.objects3d import ObjectLifter
-from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds
+from stamp_ros.tracking import QueryTracker, TrackIds
 
 GIL_SWITCH_INTERVAL_S = 0.001
 """The tracking thread shares the node's Python process with the executor (intake, calls) and
@@ -64,15 +72,6 @@ def tune_process_for_tracking() -> None:
 REFRESH_LOG_S = 5.0
 """Requests for a fresh answer (per camera) and tracking failures are logged at most this
 often."""
-
-
-def tracker_config(param: Callable[[str], Any]) -> TrackerConfig:
-    """The ``track_*`` parameters as the tracker's configuration (read for every frame)."""
-    return TrackerConfig(min_iou=float(param("track_min_iou")),
-                         max_misses=int(param("track_max_misses")),
-                         max_side=int(param("track_max_side")),
-                         fb_threshold=float(param("track_fb_threshold")),
-                         scene_change=float(param("track_scene_change")))
 
 
 class _CameraTracking:
@@ -116,12 +115,21 @@ class TrackStream:
         """This camera has a tracked query (its ``~/overlay`` is then per tracked frame)."""
         return self.enabled() and bool(camera.continuous_query)
 
-    def reset(self, camera: Camera) -> None:
-        """A query arrived for ``camera`` (even the same text again): forget its tracks; the
-        next frame starts a tracker for the camera's query (ids continue, never reused)."""
+    def reset(self, camera: Camera, *, forget: bool = False) -> bool:
+        """A query arrived for ``camera``: the same text as the one it tracks continues its
+        tracks (same ids: a planner re-sending its standing query keeps them, issue 31);
+        another text, or ``forget`` (grounding failed), forgets them and the next frame starts
+        a tracker for the camera's query (ids go on counting, never reused). True when the
+        tracks continue."""
         with self._cond:
+            state = self._cameras.get(camera.name)
+            if not forget and state is not None and query_continues_tracks(
+                    state.query, camera.continuous_query):
+                state.query = camera.continuous_query
+                return True
             self._cameras.pop(camera.name, None)
             self._slots.pop(camera.name, None)
+            return False
 
     def _state(self, camera: Camera, query: str) -> _CameraTracking | None:
         """The camera's tracking state if it tracks ``query`` now; created on first use, and
@@ -254,9 +262,29 @@ class TrackStream:
             return  # the query changed meanwhile: these tracks are no longer wanted
         outputs["tracks"].publish(tracked.message)
         self.published += 1
+        publish_detections(outputs, tracked.message, rgb.shape[:2],
+                           [o.mask for o in tracked.tracks.objects], self._param,
+                           prefix="tracks/")
         overlay_pub = outputs["overlay"]
         if self._param("publish_overlay") and overlay_pub.get_subscription_count() > 0:
             overlay_pub.publish(rgb_to_image_msg(tracked.overlay(), msg.header))
+        self._log_events(camera, tracked.tracks.events)
+
+    def _log_events(self, camera: Camera, events: list) -> None:
+        """An object back under its id is worth a line (an integrator checks re-identification
+        there), a look-alike return a warning; losses and forgetting are on ``~/tracks``
+        (``lost_track_ids``) and would flood the log."""
+        for ev in events:
+            if ev.kind != "returned":
+                continue
+            text = (f"camera {camera.label}: track {ev.track_id} is back after "
+                    f"{ev.hidden_for:.1f} s ({ev.reason or 're-identified'})")
+            if ev.ambiguous_with:
+                self._log.warning(f"{text}; it looked as much like track(s) "
+                                  f"{', '.join(map(str, ev.ambiguous_with))}: its position "
+                                  "decided (track_ambiguous)")
+            else:
+                self._log.info(text)
 
     def _ask_fresh_answer(self, camera: Camera, state: _CameraTracking, reason: str) -> None:
         """A lost track or a scene change: the next model run writes its answer afresh."""

@@ -5,14 +5,22 @@ amounts per frame: :class:`PanScene` moves a window over a large canvas (a camer
 image moves), :class:`ObjectScene` moves an object over a still background. Every frame comes
 with the object's true mask; :func:`model_like_mask` turns a true mask into what STAMP gives (a
 mask made of 28-pixel grid cells, optionally shifted by up to a cell: answer-to-answer jitter).
+:class:`LayeredScene` composes several moving objects, static occluders in front of them and a
+camera path over a canvas (a real photo or a texture), with every object's *visible* mask: the
+object-permanence sequences (occlusion, leaving the view, look-alikes crossing, look-away).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-__all__ = ["ObjectScene", "PanScene", "model_like_mask", "texture"]
+__all__ = ["LayeredScene", "ObjectScene", "Occluder", "PanScene", "Sprite", "model_like_mask",
+           "photo", "texture"]
 
 CELL = 28
 """STAMP's merged patch: masks are unions of CELL x CELL cells."""
@@ -118,4 +126,111 @@ class ObjectScene:
         inside = self.mask(i).astype(bool)
         out = self.background.copy()
         out[inside] = obj[inside]
+        return out
+
+
+def photo(path: str | Path, min_size: tuple[int, int], seed: int = 3) -> np.ndarray:
+    """The RGB photo at ``path`` (e.g. /work/shared/data/horses.jpg), or a synthetic texture of
+    ``min_size`` (w, h) where it is missing (so a scene builds on any machine)."""
+    img = cv2.imread(str(path)) if Path(path).is_file() else None
+    if img is None or img.shape[1] < min_size[0] or img.shape[0] < min_size[1]:
+        return texture(min_size[1], min_size[0], seed)
+    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+
+
+Path2D = Callable[[int], tuple[float, float] | None]
+"""Frame index -> top-left corner (canvas pixels) of a sprite or the camera; None: the sprite is
+not in the world on that frame (it went round the back)."""
+
+
+@dataclass
+class Sprite:
+    """A textured ellipse moving over the canvas along ``path``."""
+
+    appearance: np.ndarray
+    """(h, w, 3) uint8."""
+    path: Path2D
+    shape: np.ndarray = field(default=None, repr=False)
+    """(h, w) uint8 0/1; an ellipse filling the appearance by default."""
+
+    def __post_init__(self) -> None:
+        if self.shape is None:
+            h, w = self.appearance.shape[:2]
+            self.shape = np.zeros((h, w), np.uint8)
+            cv2.ellipse(self.shape, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 1, -1)
+
+    @classmethod
+    def textured(cls, size: tuple[int, int], seed: int, path: Path2D) -> Sprite:
+        """An object of ``size`` (w, h) with the texture of ``seed`` (same seed: look-alikes)."""
+        return cls(texture(size[1], size[0], seed, contrast=1.3), path)
+
+
+@dataclass
+class Occluder:
+    """A static textured rectangle (canvas pixels) in front of every sprite: a pillar, a wall."""
+
+    box: tuple[int, int, int, int]
+    """(x, y, w, h)."""
+    seed: int = 77
+    frames: range | None = None
+    """The frames it is there on (a hand or a passer-by that appears at once); None: always."""
+
+    def __post_init__(self) -> None:
+        self.appearance = texture(self.box[3], self.box[2], self.seed, contrast=0.8)
+
+
+class LayeredScene:
+    """Sprites over a canvas, occluders over the sprites, seen through a ``size`` window that
+    moves along ``camera`` (the window's top-left in canvas pixels; still when None).
+    :meth:`masks` are what is *visible* of each sprite, :meth:`full_masks` the whole sprite
+    (amodal) clipped to the window."""
+
+    def __init__(self, canvas: np.ndarray, sprites: list[Sprite], occluders: list[Occluder] = (),
+                 size: tuple[int, int] = (640, 480), camera: Path2D | None = None) -> None:
+        self.canvas = canvas
+        self.sprites = list(sprites)
+        self.occluders = list(occluders)
+        self.w, self.h = size
+        self.camera = camera or (lambda i: (0.0, 0.0))
+
+    def _at(self, img: np.ndarray, xy: tuple[float, float], i: int, interp: int) -> np.ndarray:
+        cx, cy = self.camera(i)
+        m = np.float32([[1, 0, xy[0] - cx], [0, 1, xy[1] - cy]])
+        return cv2.warpAffine(img, m, (self.w, self.h), flags=interp,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def _occluded(self, i: int) -> np.ndarray:
+        out = np.zeros((self.h, self.w), np.uint8)
+        for o in self.occluders:
+            if o.frames is not None and i not in o.frames:
+                continue
+            out |= self._at(np.ones(o.appearance.shape[:2], np.uint8), o.box[:2], i,
+                            cv2.INTER_NEAREST)
+        return out
+
+    def full_masks(self, i: int) -> list[np.ndarray]:
+        """(H, W) uint8 0/1 per sprite: where it is on frame ``i``, hidden or not."""
+        empty = np.zeros((self.h, self.w), np.uint8)
+        return [empty if (xy := s.path(i)) is None else
+                self._at(s.shape, xy, i, cv2.INTER_NEAREST) for s in self.sprites]
+
+    def masks(self, i: int) -> list[np.ndarray]:
+        """(H, W) uint8 0/1 per sprite: its visible part on frame ``i`` (the ground truth)."""
+        hidden = self._occluded(i)
+        return [m & (1 - hidden) for m in self.full_masks(i)]
+
+    def frame(self, i: int) -> np.ndarray:
+        out = self._at(self.canvas, (0.0, 0.0), i, cv2.INTER_LINEAR)
+        for s in self.sprites:
+            xy = s.path(i)
+            if xy is None:
+                continue
+            shape = self._at(s.shape, xy, i, cv2.INTER_NEAREST).astype(bool)
+            out[shape] = self._at(s.appearance, xy, i, cv2.INTER_LINEAR)[shape]
+        for o in self.occluders:
+            if o.frames is not None and i not in o.frames:
+                continue
+            inside = self._at(np.ones(o.appearance.shape[:2], np.uint8), o.box[:2], i,
+                              cv2.INTER_NEAREST).astype(bool)
+            out[inside] = self._at(o.appearance, o.box[:2], i, cv2.INTER_LINEAR)[inside]
         return out

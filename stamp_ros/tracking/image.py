@@ -29,6 +29,9 @@ class WorkingFrame:
     """(h, w) uint8, the downscaled grey image."""
     full_size: tuple[int, int]
     """(W, H) of the original frame: masks are produced at this size."""
+    colour: np.ndarray | None = None
+    """(h, w, 3) uint8 RGB at the working size, kept only where asked (``working_frame(...,
+    colour=True)``: the frames of model answers, which the appearance descriptor reads)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -54,8 +57,9 @@ def working_factor(size: tuple[int, int], max_side: int) -> int:
     return max(1, -(-max(size) // max(1, int(max_side))))
 
 
-def working_frame(image: np.ndarray, max_side: int) -> WorkingFrame:
-    """The working frame of an (H, W, 3) RGB or (H, W) grey uint8 image."""
+def working_frame(image: np.ndarray, max_side: int, colour: bool = False) -> WorkingFrame:
+    """The working frame of an (H, W, 3) RGB or (H, W) grey uint8 image (with its colour copy
+    at the working size when ``colour`` and the image has colour)."""
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or img.size == 0:
         raise ValueError(f"expected an (H, W) or (H, W, 3) uint8 image, got {img.dtype} "
@@ -63,10 +67,14 @@ def working_frame(image: np.ndarray, max_side: int) -> WorkingFrame:
     h, w = img.shape[:2]
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
     factor = working_factor((w, h), max_side)
+    rgb = img if colour and img.ndim == 3 else None
     if factor > 1:
         size = (max(1, w // factor), max(1, h // factor))
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    return WorkingFrame(np.ascontiguousarray(grey), (w, h))
+        if rgb is not None:
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return WorkingFrame(np.ascontiguousarray(grey), (w, h),
+                        None if rgb is None else np.ascontiguousarray(rgb))
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

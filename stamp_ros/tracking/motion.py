@@ -71,6 +71,13 @@ def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (0, 0, -1, -1) if w == 0 or h == 0 else (x, y, x + w - 1, y + h - 1)
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two uint8 0/1 masks of one size."""
+    inter = int(cv2.countNonZero(cv2.bitwise_and(a, b)))
+    union = int(cv2.countNonZero(cv2.bitwise_or(a, b)))
+    return inter / union if union else 0.0
+
+
 def place_mask(mask: np.ndarray, box: tuple[int, int, int, int], transform: np.ndarray,
                size: tuple[int, int]) -> tuple[np.ndarray, int, tuple[int, int, int, int]]:
     """``mask`` (uint8 0/1, its box ``box``) moved by ``transform`` onto a zero image of
