@@ -117,10 +117,9 @@ def test_hidden_object_is_predicted_not_output_kept_and_reidentified():
     assert tracker.ids.issued == 1
 
 
-def test_objects_out_of_view_while_the_camera_looks_away_keep_their_ids():
-    """The camera pans 640 px away (20 px/frame), looks away for 3 s and pans back: both still
-    objects left the view and come back under their ids (camera motion removed, their
-    remembered position and appearance match)."""
+def look_away_scene() -> LayeredScene:
+    """Two still objects; the camera pans 640 px away (20 px/frame), looks away for 3 s (frames
+    52-141) and pans back."""
     canvas = texture(700, 1500, seed=6, contrast=0.6)
 
     def camera(i: int) -> tuple[float, float]:
@@ -132,10 +131,16 @@ def test_objects_out_of_view_while_the_camera_looks_away_keep_their_ids():
             return (740.0, 100.0)
         return (max(100.0, 740.0 - 20 * (i - 141)), 100.0)
 
-    scene = LayeredScene(canvas, [Sprite.textured((130, 110), 17, lambda i: (330, 270)),
-                                  Sprite.textured((110, 120), 18, lambda i: (520, 360))],
-                         camera=camera)
-    tracker, outs = run(scene, 200)
+    return LayeredScene(canvas, [Sprite.textured((130, 110), 17, lambda i: (330, 270)),
+                                 Sprite.textured((110, 120), 18, lambda i: (520, 360))],
+                        camera=camera)
+
+
+def test_objects_out_of_view_while_the_camera_looks_away_keep_their_ids():
+    """The camera pans 640 px away (20 px/frame), looks away for 3 s and pans back: both still
+    objects left the view and come back under their ids (camera motion removed, their
+    remembered position and appearance match)."""
+    tracker, outs = run(look_away_scene(), 200)
     assert sorted(ids_on(outs[199])) == [1, 2] and tracker.ids.issued == 2
     assert sorted(e.track_id for e in events(outs, "returned")) == [1, 2]
 
@@ -195,21 +200,7 @@ def returned_between_answers(outs: dict) -> list:
 def test_objects_are_taken_back_between_answers_after_a_look_away():
     """The camera looks away and pans back: the still objects are looked for where the
     camera's motion puts them, and taken back on a frame no answer arrived on."""
-    canvas = texture(700, 1500, seed=6, contrast=0.6)
-
-    def camera(i: int) -> tuple[float, float]:
-        if i < 20:
-            return (100.0, 100.0)
-        if i < 52:
-            return (100.0 + 20 * (i - 19), 100.0)
-        if i < 142:
-            return (740.0, 100.0)
-        return (max(100.0, 740.0 - 20 * (i - 141)), 100.0)
-
-    scene = LayeredScene(canvas, [Sprite.textured((130, 110), 17, lambda i: (330, 270)),
-                                  Sprite.textured((110, 120), 18, lambda i: (520, 360))],
-                         camera=camera)
-    tracker, outs = run(scene, 200)
+    tracker, outs = run(look_away_scene(), 200)
     early = returned_between_answers(outs)
     assert early and all(e.seq % 10 != 6 for e in early)
     for e in early:

@@ -141,40 +141,38 @@ class ClassicAppearance:
         RANSAC similarity explains. Not one to one and of any scale (a fit of scale ~0 counts
         every keypoint matched to one point): see :meth:`verified_count` and the limits in
         docs/tracking.md; the gated scores of the benchmark were tuned with it."""
-        if a.orb is None or b.orb is None or len(a.orb) < 3 or len(b.orb) < 3:
-            return 0.0
-        pairs = self._matcher.knnMatch(a.orb, b.orb, k=2)
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ORB_RATIO * p[1].distance]
-        if len(good) < 3:
-            return 0.0
-        src = a.keypoints[[g.queryIdx for g in good]].reshape(-1, 1, 2)
-        dst = b.keypoints[[g.trainIdx for g in good]].reshape(-1, 1, 2)
-        _, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                 ransacReprojThreshold=3.0, maxIters=200)
+        _, inliers = self._fit(a, b, self._ratio_matches(a, b))
         count = 0 if inliers is None else int(inliers.sum())
         return min(1.0, count / ORB_FULL_MATCH)
+
+    def _ratio_matches(self, a: ClassicDescriptor, b: ClassicDescriptor) -> list:
+        """Nearest-neighbour ORB matches that pass the ratio test (empty without keypoints)."""
+        if a.orb is None or b.orb is None or len(a.orb) < 3 or len(b.orb) < 3:
+            return []
+        pairs = self._matcher.knnMatch(a.orb, b.orb, k=2)
+        return [p[0] for p in pairs if len(p) == 2 and p[0].distance < ORB_RATIO * p[1].distance]
+
+    @staticmethod
+    def _fit(a: ClassicDescriptor, b: ClassicDescriptor, good: list) -> tuple:
+        """One RANSAC similarity over the matches: (2x3 fit or None, inlier flags or None)."""
+        if len(good) < 3:
+            return None, None
+        src = a.keypoints[[g.queryIdx for g in good]].reshape(-1, 1, 2)
+        dst = b.keypoints[[g.trainIdx for g in good]].reshape(-1, 1, 2)
+        return cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                           ransacReprojThreshold=3.0, maxIters=200)
 
     def verified(self, a: ClassicDescriptor, b: ClassicDescriptor) -> bool:
         return self.verified_count(a, b) >= VERIFIED_MATCHES
 
     def verified_count(self, a: ClassicDescriptor, b: ClassicDescriptor) -> int:
         """One-to-one ratio-tested keypoint matches explained by one RANSAC similarity."""
-        if a.orb is None or b.orb is None or len(a.orb) < 3 or len(b.orb) < 3:
-            return 0
-        pairs = self._matcher.knnMatch(a.orb, b.orb, k=2)
         best: dict[int, cv2.DMatch] = {}
-        for p in pairs:
-            if len(p) == 2 and p[0].distance < ORB_RATIO * p[1].distance:
-                kept = best.get(p[0].trainIdx)
-                if kept is None or p[0].distance < kept.distance:
-                    best[p[0].trainIdx] = p[0]
-        good = list(best.values())
-        if len(good) < 3:
-            return 0
-        src = a.keypoints[[g.queryIdx for g in good]].reshape(-1, 1, 2)
-        dst = b.keypoints[[g.trainIdx for g in good]].reshape(-1, 1, 2)
-        fit, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                   ransacReprojThreshold=3.0, maxIters=200)
+        for m in self._ratio_matches(a, b):
+            kept = best.get(m.trainIdx)
+            if kept is None or m.distance < kept.distance:
+                best[m.trainIdx] = m
+        fit, inliers = self._fit(a, b, list(best.values()))
         if fit is None or inliers is None:
             return 0
         scale = float(np.hypot(fit[0, 0], fit[1, 0]))
