@@ -56,6 +56,14 @@ MSG_DIR_ENV = "STAMP_ROS_MSG_DIR"
 """Overrides where ``Segmentation.msg`` and ``Instance.msg`` are read from."""
 
 
+def _install_prefixes() -> list[Path]:
+    """Where an installed package's ``share/<pkg>/msg`` may be: this interpreter's prefix and
+    every ``AMENT_PREFIX_PATH`` entry (a ROS install)."""
+    prefixes = [Path(sys.prefix)]
+    prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return prefixes
+
+
 def _candidates() -> list[Path]:
     here = Path(__file__).resolve().parent
     found = []
@@ -65,9 +73,7 @@ def _candidates() -> list[Path]:
         here / "interfaces",  # pip install: setup.py maps the repository's msg/ here
         here.parents[1] / "msg",  # source checkout: <repo>/stamp_ros/bag -> <repo>/msg
     ]
-    prefixes = [Path(sys.prefix)]
-    prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    found += [p / "share" / "stamp_ros" / "msg" for p in prefixes]  # ROS install (rosidl)
+    found += [p / "share" / "stamp_ros" / "msg" for p in _install_prefixes()]  # ROS install
     return found
 
 
@@ -86,11 +92,9 @@ def vision_msg_dir() -> Path | None:
     """The directory holding vision_msgs' ``Detection2DArray.msg`` and the rest (None if no
     copy is found: the bag then writes no detection topics and says so)."""
     here = Path(__file__).resolve().parent
-    prefixes = [Path(sys.prefix)]
-    prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    for path in [here / "interfaces" / "vision_msgs" / "msg",  # pip package data, if shipped
+    for path in [here / "interfaces" / "vision_msgs" / "msg",  # pip install (setup.py)
                  here.parents[1] / "interfaces" / "vision_msgs" / "msg",  # source checkout
-                 *(p / "share" / "vision_msgs" / "msg" for p in prefixes)]:
+                 *(p / "share" / "vision_msgs" / "msg" for p in _install_prefixes())]:
         if (path / "Detection2DArray.msg").is_file():
             return path
     return None

@@ -77,19 +77,20 @@ def unavailable() -> list[str]:
     return lines
 
 
-def configure_tf(node: Any, cameras: Iterable[Any]) -> list[Any]:
+def configure_tf(logger: Any, publisher: Callable[..., Any],
+                 cameras: Iterable[Any]) -> list[Any]:
     """At configure: say once per process which outputs are off, and create the ``/tf``
-    publisher (through the node's ``_publisher``, with its QoS-event callbacks; shared by every
-    camera, as its ``outputs["tf"]``) when tf2_msgs is here. Returns the publishers created
-    (the node destroys them at cleanup)."""
+    publisher with ``publisher(msg_type, topic, qos, role)`` (the node's, which adds the
+    QoS-event callbacks; shared by every camera, as its ``outputs["tf"]``) when tf2_msgs is
+    here. Returns the publishers created (the node destroys them at cleanup)."""
     global _told
     if not _told:
         _told = True
         for line in unavailable():
-            node.get_logger().warning(line)
+            logger.warning(line)
     if TFMessage is None:
         return []
-    pub = node._publisher(TFMessage, "/tf", TF_QOS, "tf")
+    pub = publisher(TFMessage, "/tf", TF_QOS, "tf")
     for camera in cameras:
         camera.outputs["tf"] = pub
     return [pub]

@@ -175,7 +175,8 @@ class StampNode(LifecycleNode):
                 f"({self._param('image_reliability')}), query "
                 f"{self.resolve_topic_name(camera.topic('query'))}, results on "
                 f"{camera.outputs['result'].topic_name}")
-        self._output_publishers += configure_tf(self, self._cameras.values())
+        self._output_publishers += configure_tf(self.get_logger(), self._publisher,
+                                                self._cameras.values())
         self._service, self._action_server = self._calls.create_servers(
             int(self._param("max_pending")), call_group)
         self._track_service = self.create_service(Track, "~/track", self._tracks.on_track,

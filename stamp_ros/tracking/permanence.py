@@ -92,7 +92,6 @@ class Permanence:
         t.lost, t.state, t.rescaled = why, state, rescaled
         t.hidden_t, t.hidden_seq = self.clock.time_of(seq), seq
         t.mask = None
-        self.outbox.lost.append((t.track_id, why))
         self.outbox.events.append(TrackEvent("lost", t.track_id, seq, why))
 
     def lose_all(self, tracks: Sequence[Track], why: str, seq: int,

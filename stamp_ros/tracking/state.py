@@ -137,13 +137,16 @@ class FrameTracks:
     """Frame of the newest model answer the tracks were grounded on."""
     grounding: Any
     """What the caller passed to :meth:`QueryTracker.ground` with that answer."""
-    lost: list[tuple[int, str]] = field(default_factory=list)
-    """Tracks lost since the previous output: (track id, why)."""
     scene_change: bool = False
     hidden: list[HiddenTrack] = field(default_factory=list)
     """Tracks remembered but not seen on this frame (``lost_track_ids``)."""
     events: list[TrackEvent] = field(default_factory=list)
     """Lost / returned / forgotten since the previous output."""
+
+    @property
+    def lost(self) -> list[tuple[int, str]]:
+        """Tracks lost since the previous output: (track id, why), from :attr:`events`."""
+        return [(e.track_id, e.reason) for e in self.events if e.kind == "lost"]
 
     @property
     def refresh_reason(self) -> str:

@@ -169,14 +169,12 @@ class Answered:
 
 @dataclass
 class Outbox:
-    """What happened since the last output frame: tracks lost (id, why), events, a scene
-    change. Drained into every :class:`~.state.FrameTracks`."""
+    """What happened since the last output frame: events (lost, returned, forgotten) and a
+    scene change. Drained into every :class:`~.state.FrameTracks`."""
 
-    lost: list[tuple[int, str]] = field(default_factory=list)
     events: list[TrackEvent] = field(default_factory=list)
     scene_change: bool = False
 
     def clear(self) -> None:
-        self.lost.clear()
         self.events.clear()
         self.scene_change = False

@@ -225,7 +225,6 @@ class QueryTracker:
                 position_3d=p3, velocity_3d=v3))
         out = FrameTracks(seq, objects, propagated=self._answered_seq != seq,
                           grounded_seq=self.grounded_seq, grounding=self.grounding,
-                          lost=list(self._outbox.lost),
                           scene_change=self._outbox.scene_change, hidden=hidden,
                           events=list(self._outbox.events))
         self._outbox.clear()
