@@ -19,7 +19,11 @@ from stamp_ros.tracking import motion
 from stamp_ros.tracking.image import WorkingFrame
 from stamp_ros.tracking.state import OUT_OF_VIEW, PREDICTED, REMEMBERED
 from stamp_ros.tracking.track import MAX_OBJECT_POINTS, Track
+from stamp_ros.tracking.visibility import near_points, visible_part
 
+TEMPLATE_AREA = 0.8
+"""A view of an object at least this share of its template's (the largest recent view of it,
+:mod:`.reacquire`) shows it whole; a smaller one is a partial view."""
 OCCLUDED_BELOW = 0.7
 """A track keeping fewer than this share of the points it had after its last (re)key is
 reported OCCLUDED (and looks for no new points: they would land on the occluder)."""
@@ -36,6 +40,15 @@ failing the forward-backward check no longer end a track: an object whose visibl
 moves rigidly is carried on it, OCCLUDED; LOST_FAILED_FRACTION only names the old rule.)"""
 MIN_VISIBLE_FRACTION = 0.25
 """Less of the carried mask inside the image than this: the object left the image, lost."""
+MIN_IN_SIGHT = 0.2
+"""Less of a partly hidden object in sight than this (:mod:`.visibility`): it is hidden, and
+predicted (a sliver at an occluder's edge is no view of it; its points are about to fail)."""
+POINT_REACH = 0.2
+"""The part in sight lies within this share of the object's size (the square root of its
+area) of the hull of its points still followed: pixels alone cannot tell a flat patch of the
+object from a flat patch of what hides it; the points that fail on the occluder can."""
+WHOLE_IN_SIGHT = 0.9
+"""An ``amodal`` track this much in sight is seen whole again (the key's view is the object's)."""
 SCALE_RANGE = (0.5, 2.0)
 """Scale relative to the model's mask outside this range: the mask collapsed (or exploded)."""
 REGION_PAD = 0.15
@@ -63,6 +76,13 @@ def region(tracks: list[Track], size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def whole_key(t: Track) -> bool:
+    """The track's key shows the object as whole as its template does (TEMPLATE_AREA): a key
+    from a partial view (the object going behind something) carries points of the occluder
+    along, and the motion fitted to them lags the object's."""
+    return t.template is None or t.key_area >= TEMPLATE_AREA * t.template.area
+
+
 def occluded(t: Track) -> bool:
     """Fewer than OCCLUDED_BELOW of the points it had after its last (re)key are left."""
     return bool(t.support) and len(t.pts_cur) < OCCLUDED_BELOW * t.support
@@ -87,17 +107,39 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
     visible = area / max(1.0, t.key_area * scale * scale)
     if visible < MIN_VISIBLE_FRACTION:
         return f"it left the image ({visible:.0%} of it still inside)", OUT_OF_VIEW
-    t.transform, t.mask, t.area, t.box = fit.transform, mask, area, box
+    t.transform = fit.transform
     t.pts_key, t.pts_cur = t.pts_key[ok][fit.inliers], new[ok][fit.inliers]
-    if (not occluded(t) and len(t.pts_cur) < MAX_OBJECT_POINTS // 2
-            and seq >= t.redetect_at):
-        region = motion.warp_mask(t.key_small, t.transform, frame.size)
+    t.history.append((seq, t.transform.copy()))
+    t.in_sight = 1.0
+    if t.key_grey is not None and (t.amodal or occluded(t)):
+        seen, _ = visible_part(t.key_grey, t.key_small, t.transform, frame.grey)
+        whole = max(cv2.countNonZero(t.key_small),
+                    cv2.countNonZero(t.template.small) if t.template is not None else 0)
+        if cv2.countNonZero(seen) < WHOLE_IN_SIGHT * whole * scale * scale:
+            seen &= near_points(t.pts_cur, frame.size, POINT_REACH * scale * np.sqrt(whole))
+        t.in_sight = min(1.0, cv2.countNonZero(seen) / max(1.0, whole * scale * scale))
+        if t.in_sight < MIN_IN_SIGHT:
+            return f"hidden ({t.in_sight:.0%} of it in sight)", PREDICTED
+        mask &= cv2.resize(seen, frame.full_size, interpolation=cv2.INTER_NEAREST)
+        area = int(cv2.countNonZero(mask))
+        box = motion.box_of(mask)
+        if t.amodal and t.in_sight >= WHOLE_IN_SIGHT:
+            t.amodal = False  # seen whole again: its key is the object as it is now
+    else:
+        seen = None
+    t.mask, t.area, t.box = mask, area, box
+    if seen is None and occluded(t):
+        return "", ""  # no new points: they would land on the occluder
+    if len(t.pts_cur) < MAX_OBJECT_POINTS // 2 and seq >= t.redetect_at:
+        # on a partly hidden object only where it is in sight (its points grow back as it
+        # comes out; the share it had stays the reference for OCCLUDED)
+        region = motion.warp_mask(t.key_small, t.transform, frame.size) if seen is None else seen
         more = motion.detect_points(frame.grey, region, MAX_OBJECT_POINTS - len(t.pts_cur),
                                     avoid=t.pts_cur)
         if len(more) < 3:
             t.redetect_at = seq + REDETECT_PAUSE
         t.pts_cur = np.concatenate([t.pts_cur, more])
         t.pts_key = np.concatenate([t.pts_key, motion.apply(np.linalg.inv(t.transform), more)])
-        t.support = len(t.pts_cur)
-    t.history.append((seq, t.transform.copy()))
+        if seen is None:
+            t.support = len(t.pts_cur)
     return "", ""

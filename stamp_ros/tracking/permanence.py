@@ -34,7 +34,7 @@ from stamp_ros.tracking.state import (
     TrackerConfig,
     TrackEvent,
 )
-from stamp_ros.tracking.track import Answered, Outbox, Track
+from stamp_ros.tracking.track import BORDER_MARGIN, Answered, Outbox, Track
 
 ACCEL = 400.0
 """Image Kalman filter: acceleration noise (working px/s^2)."""
@@ -52,7 +52,7 @@ rescaled, no cut: the keypoints' scale changed, not the scene)."""
 REACQUIRE_EVERY = 3
 """Frames between two looks for one hidden track between answers (10 Hz at 30 Hz: an object
 coming out is taken back within a tenth of a second, at a third of the cost)."""
-IN_VIEW = 0.7
+IN_VIEW = 0.3
 """A hidden track is looked for only where at least this share of its box would be in view
 (less and the model's next answer decides)."""
 TAKEN_IOU = 0.2
@@ -224,15 +224,12 @@ class Permanence:
         return out
 
     def looks_like_gone(self, a: Answered, tracks: Sequence[Track]) -> bool:
-        """An answer object (matching no track) looks like a track that is out of view or
-        remembered without a position (similarity at least ``reid_threshold``, short of the
-        ungated margin it would need to be recalled): a partial view at the border may be
-        that track coming back."""
-        if a.descriptor is None:
-            return False
+        """An answer object at the image border (matching no track) may be a track that is
+        out of view or remembered without a position coming back: some such track has a
+        template to look for on it. Its appearance cannot tell: a view cut by the border is
+        too partial for the descriptor (a half view of the object that left scores below
+        ``reid_threshold``); the template found on it can (:meth:`merge_young`)."""
         return any(not t.live and t.state != PREDICTED and t.template is not None
-                   and any(self.appearance.similarity(g, a.descriptor)
-                           >= self.config.reid_threshold for g in t.gallery)
                    for t in tracks)
 
     # ------------------------------------------------------------------ between answers
@@ -309,7 +306,6 @@ class Permanence:
             if not young.live or now >= young.tentative_until or seq < young.next_try:
                 continue
             young.next_try = seq + REACQUIRE_EVERY
-            here = motion.apply(young.transform, young.key_centre[None])[0].astype(np.float64)
             small = motion.warp_mask(young.key_small, young.transform, size)
             for old in tracks:
                 if old.live or old.template is None or old.state == PREDICTED:
@@ -317,7 +313,7 @@ class Permanence:
                 radius = MERGE_RADIUS * float(np.sqrt(old.template.core.sum()))
                 camera = self.scene.between(old.template.seq, seq)
                 guess = _moved_to(camera if camera is not None else motion.identity(),
-                                  old.template.centre, here)
+                                  old.template.centre, _aligned(old.template, small, size))
                 found = find(old.template, frame, guess, radius, self.config.fb_threshold)
                 if found is None or motion.mask_iou(small, motion.warp_mask(
                         old.template.small, found.transform, size)) < TAKEN_IOU:
@@ -336,6 +332,7 @@ class Permanence:
         gone = now - t.hidden_t
         t.key_mask, t.key_small, t.key_area, t.key_box = tpl.mask, tpl.small, tpl.area, tpl.box
         t.key_seq, t.key_centre = tpl.seq, tpl.centre.copy()
+        t.key_grey, t.amodal, t.in_sight = tpl.grey, True, 1.0
         t.epoch = self.scene.epoch_at(seq)
         t.transform = found.transform
         t.pts_key, t.pts_cur = found.pts_key, found.pts_cur
@@ -391,6 +388,24 @@ def _moved_to(camera: np.ndarray, centre: np.ndarray, target: np.ndarray) -> np.
     out = camera.copy()
     out[:2, 2] += target - moved
     return out
+
+
+def _aligned(template: Template, small: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Where the template's centre would be if it were the object seen as ``small`` (working
+    size), a view cut by the image border: the template's box aligned with the view's box on
+    the side away from the border (centred on an axis the border cuts on neither side)."""
+    x, y, w, h = cv2.boundingRect(template.small)
+    vx, vy, vw, vh = cv2.boundingRect(small)
+    m = BORDER_MARGIN * max(size)
+    out = []
+    for lo, ext, vlo, vext, side in ((x, w, vx, vw, size[0]), (y, h, vy, vh, size[1])):
+        if vlo <= m and vlo + vext < side - m:
+            out.append(vlo + vext - (lo + ext))  # cut at the low side: align the high edges
+        elif vlo + vext >= side - m and vlo > m:
+            out.append(vlo - lo)
+        else:
+            out.append(vlo + vext / 2 - (lo + ext / 2))
+    return template.centre + np.array(out, np.float64)
 
 
 def _mostly_inside(template: Template, centre: np.ndarray, size: tuple[int, int]) -> bool:

@@ -13,7 +13,9 @@ for a hidden track whose predicted box is in view, :func:`find` looks for the te
   must explain most of them (MIN_SHARE of the template's points, scale and rotation close to
   the template's): the object's own layout of corners, not just its colours;
 * photometric: the template warped by that similarity must correlate with the frame over the
-  mask's core (zero-mean normalised cross-correlation at least MIN_ZNCC);
+  mask's core near the corners found (the part in sight: a partly hidden object, or one
+  coming into the image, shows part of its core) (zero-mean normalised cross-correlation at
+  least MIN_ZNCC);
 * positional: the similarity must put the object within ``radius`` of the prediction.
 
 All three are strict on purpose: a wrongly re-acquired object is worse than one taken back by
@@ -31,14 +33,22 @@ import numpy as np
 
 from stamp_ros.tracking import motion
 from stamp_ros.tracking.image import WorkingFrame
+from stamp_ros.tracking.visibility import near_points
 
 MIN_POINTS = 10
 """A template with fewer corners than this is never looked for (too weak a check)."""
 MIN_FOUND = 8
 """Fewer of its corners found again than this is never a find, whatever the share."""
-MIN_SHARE = 0.6
+MIN_SHARE = 0.25
 """Share of the template's corners that must be found, forward-backward consistent and
-explained by one similarity."""
+explained by one similarity (an object coming out from behind something or into the image
+shows part of them)."""
+MIN_IN_VIEW = 0.2
+"""Share of the template's core that must be in view and near the corners found (the
+correlation is computed there): the part of it in sight (:data:`.follow.MIN_IN_SIGHT`)."""
+POINT_REACH = 0.2
+"""The part in sight: the hull of the corners found, grown by this share of the core's size
+(:data:`.follow.POINT_REACH`)."""
 SCALE_RANGE = (0.8, 1.25)
 MAX_ROTATION = np.deg2rad(20.0)
 MIN_ZNCC = 0.6
@@ -133,10 +143,12 @@ def find(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: flo
     centre = template.centre[None].astype(np.float32)
     if float(np.linalg.norm(motion.apply(t, centre) - motion.apply(guess, centre))) > radius:
         return None
-    score = zncc(template, frame, t)
+    found = new[ok][fit.inliers]
+    reach = POINT_REACH * float(np.sqrt(template.core.sum()))
+    score = zncc(template, frame, t, near_points(found, frame.size, reach))
     if score < MIN_ZNCC:
         return None
-    return Found(t, pts[ok][fit.inliers], new[ok][fit.inliers], score)
+    return Found(t, pts[ok][fit.inliers], found, score)
 
 
 def _search(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: float
@@ -167,14 +179,17 @@ def _search(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: 
     return out
 
 
-def zncc(template: Template, frame: WorkingFrame, transform: np.ndarray) -> float:
+def zncc(template: Template, frame: WorkingFrame, transform: np.ndarray,
+         region: np.ndarray | None = None) -> float:
     """Zero-mean normalised cross-correlation of the template's core, moved by ``transform``,
-    with ``frame`` (over the part of the moved core inside the frame; 0 when under a
-    quarter of it is)."""
+    with ``frame`` (over the part of the moved core inside the frame and ``region``, the part
+    its points were found on; 0 when under MIN_IN_VIEW of it is)."""
     size = frame.size
     core = motion.warp_mask(template.core, transform, size).astype(bool)
+    if region is not None:
+        core &= region.astype(bool)
     inside = int(core.sum())
-    if inside < 0.25 * max(1, int(template.core.sum())) or inside < 16:
+    if inside < MIN_IN_VIEW * max(1, int(template.core.sum())) or inside < 16:
         return 0.0
     warped = cv2.warpAffine(template.grey, transform[:2], size, flags=cv2.INTER_LINEAR)
     a = warped[core].astype(np.float32)

@@ -16,7 +16,7 @@ TRACKED = "tracked"
 """Seen whole: the model's mask, or the model's mask carried by the object's motion."""
 OCCLUDED = "occluded"
 """Partly hidden (another object, the image border): carried on the points still followed; the
-mask is the whole object as carried."""
+mask is the part in sight (:mod:`.visibility`)."""
 REIDENTIFIED = "reidentified"
 """Back from memory (matched by appearance and position) less than REIDENTIFIED_S ago."""
 PREDICTED = "predicted"

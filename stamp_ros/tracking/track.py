@@ -28,6 +28,9 @@ GALLERY_EVERY = 1.0
 come several times a second)."""
 TRACK_HISTORY = 512
 """Frames of key -> frame transforms kept per track, to match an answer for an older frame."""
+BORDER_MARGIN = 0.025
+"""A mask this share of the image's longer side from its border reaches it (the model's cells
+and its jitter leave a few pixels between an object cut by the border and the border)."""
 MAX_OBJECT_POINTS = 40
 """Points followed per object; topped up from the current mask when half are gone."""
 
@@ -44,6 +47,15 @@ class Track:
     key_area: int = 0
     key_box: tuple[int, int, int, int] = (0, 0, -1, -1)
     key_seq: int = -1
+    key_grey: np.ndarray | None = field(repr=False, default=None)
+    """The grey working image ``key_small`` was drawn on (what its in-sight part is compared
+    with: :mod:`.visibility`)."""
+    amodal: bool = False
+    """The key is a whole view of an object that was last seen in part (a stored view after a
+    return, or a partial answer that confirmed it): its mask is cut to the part in sight."""
+    in_sight: float = 1.0
+    """Share of the whole object in sight on the newest frame (1.0 unless it may be partly
+    hidden: OCCLUDED by its points, or ``amodal``)."""
     score: float = 0.0
     transform: np.ndarray = field(default_factory=motion.identity)
     """Working pixels, key frame -> the newest processed frame."""
@@ -160,11 +172,12 @@ class Answered:
 
     @property
     def at_border(self) -> bool:
-        """The mask touches the image border: a partial view of an object entering or
-        leaving."""
+        """The mask reaches the image border (within BORDER_MARGIN): a partial view of an
+        object entering or leaving."""
         x0, y0, x1, y1 = self.box
         w, h = self.mask.shape[1], self.mask.shape[0]
-        return x0 <= 0 or y0 <= 0 or x1 >= w - 1 or y1 >= h - 1
+        m = BORDER_MARGIN * max(w, h)
+        return x0 <= m or y0 <= m or x1 >= w - 1 - m or y1 >= h - 1 - m
 
 
 @dataclass

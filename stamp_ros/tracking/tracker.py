@@ -36,6 +36,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from stamp_ros.tracking import follow, motion
@@ -59,12 +60,14 @@ from stamp_ros.tracking.state import (
     TrackerConfig,
 )
 from stamp_ros.tracking.track import GALLERY_EVERY, MAX_OBJECT_POINTS, Answered, Outbox, Track
+from stamp_ros.tracking.visibility import visible_part
 
-TEMPLATE_AREA = 0.8
-"""An answer replaces a track's template (:mod:`.reacquire`) when its mask is at least this
-share of the template's (a half-hidden view is a worse template than the whole one)..."""
+CONFIRM_INSIDE = 0.7
+"""A partial view confirms a whole-keyed track when this share of it lies on the track."""
 TEMPLATE_AGE = 2.0
-"""...or when the template is older than this (s): the object's look and size drift."""
+"""An answer replaces a track's template (:mod:`.reacquire`) when its mask is at least
+:data:`.follow.TEMPLATE_AREA` of the template's (a half-hidden view is a worse template than the
+whole one), or when the template is older than this (s): the object's look and size drift."""
 
 
 class QueryTracker:
@@ -183,7 +186,7 @@ class QueryTracker:
             why, state = follow.move(track, seq, frame, pts, good)
             if why:
                 self._hidden.hide(track, why, state, seq)
-            elif self._visible_state(track) != OCCLUDED and _whole(track):
+            elif self._visible_state(track) != OCCLUDED and follow.whole_key(track):
                 # few points, or a key that shows part of it (points on what hides the rest):
                 # its motion is too uncertain to learn from
                 self._hidden.observe(track, seq, now, motion.apply(track.transform,
@@ -195,7 +198,7 @@ class QueryTracker:
     def _visible_state(self, t: Track) -> str:
         if self._clock.time_of(self._prev_seq) < t.reid_until:
             return REIDENTIFIED
-        if follow.occluded(t):
+        if follow.occluded(t) or t.in_sight < follow.OCCLUDED_BELOW:
             return OCCLUDED
         return TRACKED
 
@@ -221,7 +224,7 @@ class QueryTracker:
                 t.track_id, t.mask.view(bool), t.box, t.area, t.score,
                 state=state, age=now - t.first_t,
                 ambiguous_with=t.ambiguous_with if state == REIDENTIFIED else (),
-                visible=min(1.0, len(t.pts_cur) / t.support) if t.support else 1.0,
+                visible=min(t.in_sight, len(t.pts_cur) / t.support if t.support else 1.0),
                 position_3d=p3, velocity_3d=v3))
         out = FrameTracks(seq, objects, propagated=self._answered_seq != seq,
                           grounded_seq=self.grounded_seq, grounding=self.grounding,
@@ -285,6 +288,8 @@ class QueryTracker:
                         track.tentative_until = self._clock.time_of(self._prev_seq) + HOLD_S
                     self._tracks.append(track)
                 ids[a.index] = track.track_id
+                if not fresh and a.index in matched and self._confirms(track, seq, frame, a):
+                    continue
                 self._rekey(track, seq, frame, a, is_new=a.index not in matched)
                 if fresh and not track.live:
                     # never followed (its mask could not be carried): not to be recognised
@@ -304,6 +309,27 @@ class QueryTracker:
             if seq == self._prev_seq:
                 self._answered_seq = seq
             return ids
+
+    def _confirms(self, t: Track, seq: int, frame: WorkingFrame, a: Answered) -> bool:
+        """A partial view of a live track keyed on a whole one, lying on it, on a frame where
+        part of the whole view no longer agrees with the image (:mod:`.visibility`): the answer
+        confirms the track (its misses and score) and the whole key stays, cut to the part in
+        sight (``amodal``, :mod:`.visibility`). Re-keyed on the partial view, the track would
+        carry the occluder's points along and its mask would stay that part when the object
+        comes out."""
+        if not t.live or t.template is None or t.key_grey is None or not follow.whole_key(t):
+            return False
+        if a.area >= follow.TEMPLATE_AREA * t.template.area:
+            return False  # a whole view: the new key
+        carried = t.small_mask_at(seq, a.small.shape[::-1])
+        inside = int(cv2.countNonZero(carried & a.small))
+        if inside < CONFIRM_INSIDE * max(1, int(cv2.countNonZero(a.small))):
+            return False
+        seen, whole = visible_part(t.key_grey, t.key_small, t.transform_at(seq), frame.grey)
+        if cv2.countNonZero(seen) >= follow.WHOLE_IN_SIGHT * whole:
+            return False  # all of it agrees with the frame: a tighter mask, not a partial view
+        t.misses, t.score, t.amodal = 0, a.score, True
+        return True
 
     def _rekey(self, t: Track, seq: int, frame: WorkingFrame, a: Answered,
                is_new: bool) -> None:
@@ -333,11 +359,12 @@ class QueryTracker:
         elif len(pts) < MIN_POINTS:
             lost = f"only {len(pts)} trackable points in the model's mask"
         was_live = t.live and t.kf is not None
-        was_whole = was_live and _whole(t)
+        was_whole = was_live and follow.whole_key(t)
         was_hidden = not t.live
         old_centre = (motion.apply(t.transform, t.key_centre[None])[0]
                       if was_live else None)
         t.key_mask, t.key_small, t.key_area, t.key_box = a.mask, a.small, a.area, a.box
+        t.key_grey, t.amodal, t.in_sight = frame.grey, False, 1.0
         t.key_seq, t.redetect_at = seq, -1
         t.score, t.transform, t.misses = a.score, transform, 0
         t.epoch = self._scene.epoch_at(seq)
@@ -347,7 +374,7 @@ class QueryTracker:
         if a.descriptor is not None:
             t.gallery.append(a.descriptor)
             t.gallery_t = self._clock.time_of(seq)
-        if (a.area >= TEMPLATE_AREA * (t.template.area if t.template else 0)
+        if (a.area >= follow.TEMPLATE_AREA * (t.template.area if t.template else 0)
                 or self._clock.time_of(seq) - self._clock.time_of(t.template.seq) > TEMPLATE_AGE):
             t.template = Template.of(seq, frame, a.small, a.centre, a.mask, a.box, a.area,
                                      MAX_OBJECT_POINTS) or t.template
@@ -370,7 +397,7 @@ class QueryTracker:
             # restarts its position there; one whole view after another is another point of
             # the same object (the model's cells, its jitter): move the filter's position by
             # the difference, keep its velocity
-            if not _whole(t):
+            if not follow.whole_key(t):
                 return
             if not was_whole:
                 self._hidden.observe(t, cur_seq, self._clock.time_of(cur_seq), new_centre,
@@ -383,9 +410,3 @@ class QueryTracker:
             self._hidden.observe(t, cur_seq, self._clock.time_of(cur_seq), new_centre,
                                  restart=was_hidden)
 
-
-def _whole(t: Track) -> bool:
-    """The track's key shows the object as whole as its template does (TEMPLATE_AREA): a key
-    from a partial view (the object going behind something) carries points of the occluder
-    along, and the motion fitted to them lags the object's."""
-    return t.template is None or t.key_area >= TEMPLATE_AREA * t.template.area
