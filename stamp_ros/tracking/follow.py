@@ -17,6 +17,7 @@ import numpy as np
 
 from stamp_ros.tracking import motion
 from stamp_ros.tracking.image import WorkingFrame
+from stamp_ros.tracking.reacquire import TEMPLATE_MIN_DISTANCE, core_of
 from stamp_ros.tracking.state import OUT_OF_VIEW, PREDICTED, REMEMBERED
 from stamp_ros.tracking.track import MAX_OBJECT_POINTS, Track
 from stamp_ros.tracking.visibility import near_points, visible_part
@@ -43,6 +44,9 @@ MIN_VISIBLE_FRACTION = 0.25
 MIN_IN_SIGHT = 0.2
 """Less of a partly hidden object in sight than this (:mod:`.visibility`): it is hidden, and
 predicted (a sliver at an occluder's edge is no view of it; its points are about to fail)."""
+KEY_NCC = 0.5
+"""A point of a partly hidden object whose 7-px patch correlates less than this with its patch
+in the key view has slid onto what hides the object: it is dropped."""
 POINT_REACH = 0.2
 """The part in sight lies within this share of the object's size (the square root of its
 area) of the hull of its points still followed: pixels alone cannot tell a flat patch of the
@@ -76,6 +80,34 @@ def region(tracks: list[Track], size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def in_sight(t: Track, frame: WorkingFrame, scale: float) -> np.ndarray:
+    """The part of a partly hidden track in sight on ``frame`` (working size, uint8 0/1):
+    where its key view, moved by its motion, agrees with the frame (:mod:`.visibility`), near
+    its points unless nearly all of it agrees; sets ``t.in_sight`` (its share of the whole
+    object) and ends ``amodal`` once it is seen whole again."""
+    seen, _ = visible_part(t.key_grey, t.key_small, t.transform, frame.grey)
+    whole = max(cv2.countNonZero(t.key_small),
+                cv2.countNonZero(t.template.small) if t.template is not None else 0)
+    if cv2.countNonZero(seen) < WHOLE_IN_SIGHT * whole * scale * scale:
+        seen &= near_points(t.pts_cur, frame.size, POINT_REACH * scale * np.sqrt(whole))
+    # the share is of the object's core (the model's cells overhang it, and the background
+    # they cover agrees with the key view wherever the object has not moved from it)
+    core = core_of(t.key_small)
+    whole_core = max(int(core.sum()), int(t.template.core.sum()) if t.template else 0)
+    inside = cv2.countNonZero(seen & motion.warp_mask(core, t.transform, frame.size))
+    t.in_sight = min(1.0, inside / max(1.0, whole_core * scale * scale))
+    if t.amodal and t.in_sight >= WHOLE_IN_SIGHT:
+        t.amodal = False  # seen whole again: its key is the object as it is now
+    return seen
+
+
+def cut(mask: np.ndarray, seen: np.ndarray, frame: WorkingFrame
+        ) -> tuple[np.ndarray, int, tuple[int, int, int, int]]:
+    """A full-resolution mask cut to the working-size part in sight; (mask, area, box)."""
+    mask &= cv2.resize(seen, frame.full_size, interpolation=cv2.INTER_NEAREST)
+    return mask, int(cv2.countNonZero(mask)), motion.box_of(mask)
+
+
 def whole_key(t: Track) -> bool:
     """The track's key shows the object as whole as its template does (TEMPLATE_AREA): a key
     from a partial view (the object going behind something) carries points of the occluder
@@ -93,10 +125,21 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
     """Fit the track's motion on frame ``seq`` from its points' new positions ``new`` (``ok``:
     trusted); returns why it leaves the output and the hidden state it goes to (("", "") = it
     moved, fully or partly visible, and ``t`` is updated)."""
+    partial = t.amodal or occluded(t)
+    if partial and t.key_grey is not None and ok.any():
+        # a point that slid onto the occluder's edge follows it consistently from frame to
+        # frame, but no longer looks like the object it was on in the key view
+        ok = ok.copy()
+        ok[ok] = motion.patch_ncc(t.key_grey, t.pts_key[ok], frame.grey, new[ok]) >= KEY_NCC
     n_ok = int(ok.sum())
     if n_ok < MIN_POINTS:
         return f"only {n_ok} of its points could be followed (hidden?)", PREDICTED
-    fit = motion.fit_similarity(t.pts_key[ok], new[ok])
+    if partial:
+        # partly hidden: this frame's step is a translation (scale and rotation as carried)
+        step = motion.fit_translation(t.pts_cur[ok], new[ok])
+        fit = step and motion.SimilarityFit(step.transform @ t.transform, step.inliers)
+    else:
+        fit = motion.fit_similarity(t.pts_key[ok], new[ok])
     if fit is None or fit.inlier_count < max(MIN_POINTS, MIN_INLIER_FRACTION * n_ok):
         return "its motion is not rigid enough to follow (too few inliers)", PREDICTED
     scale = motion.scale_of(fit.transform)
@@ -110,33 +153,28 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
     t.transform = fit.transform
     t.pts_key, t.pts_cur = t.pts_key[ok][fit.inliers], new[ok][fit.inliers]
     t.history.append((seq, t.transform.copy()))
+    seen = None
     t.in_sight = 1.0
     if t.key_grey is not None and (t.amodal or occluded(t)):
-        seen, _ = visible_part(t.key_grey, t.key_small, t.transform, frame.grey)
-        whole = max(cv2.countNonZero(t.key_small),
-                    cv2.countNonZero(t.template.small) if t.template is not None else 0)
-        if cv2.countNonZero(seen) < WHOLE_IN_SIGHT * whole * scale * scale:
-            seen &= near_points(t.pts_cur, frame.size, POINT_REACH * scale * np.sqrt(whole))
-        t.in_sight = min(1.0, cv2.countNonZero(seen) / max(1.0, whole * scale * scale))
+        seen = in_sight(t, frame, scale)
         if t.in_sight < MIN_IN_SIGHT:
             return f"hidden ({t.in_sight:.0%} of it in sight)", PREDICTED
-        mask &= cv2.resize(seen, frame.full_size, interpolation=cv2.INTER_NEAREST)
-        area = int(cv2.countNonZero(mask))
-        box = motion.box_of(mask)
-        if t.amodal and t.in_sight >= WHOLE_IN_SIGHT:
-            t.amodal = False  # seen whole again: its key is the object as it is now
-    else:
-        seen = None
+        mask, area, box = cut(mask, seen, frame)
     t.mask, t.area, t.box = mask, area, box
     if seen is None and occluded(t):
         return "", ""  # no new points: they would land on the occluder
-    if len(t.pts_cur) < MAX_OBJECT_POINTS // 2 and seq >= t.redetect_at:
-        # on a partly hidden object only where it is in sight (its points grow back as it
-        # comes out; the share it had stays the reference for OCCLUDED)
-        region = motion.warp_mask(t.key_small, t.transform, frame.size) if seen is None else seen
+    if len(t.pts_cur) < MAX_OBJECT_POINTS // 2 and (seq >= t.redetect_at or seen is not None):
+        # on a partly hidden object only where it is in sight, as densely as a stored view's
+        # (its points grow back as it comes out; the share it had stays the reference for
+        # OCCLUDED); it has few points left, so no pause
+        if seen is None:
+            region, spacing = motion.warp_mask(t.key_small, t.transform, frame.size), None
+        else:
+            region, spacing = seen, TEMPLATE_MIN_DISTANCE
         more = motion.detect_points(frame.grey, region, MAX_OBJECT_POINTS - len(t.pts_cur),
-                                    avoid=t.pts_cur)
-        if len(more) < 3:
+                                    avoid=t.pts_cur,
+                                    **({} if spacing is None else {"min_distance": spacing}))
+        if len(more) < 3 and seen is None:
             t.redetect_at = seq + REDETECT_PAUSE
         t.pts_cur = np.concatenate([t.pts_cur, more])
         t.pts_key = np.concatenate([t.pts_key, motion.apply(np.linalg.inv(t.transform), more)])

@@ -110,16 +110,17 @@ def place_mask(mask: np.ndarray, box: tuple[int, int, int, int], transform: np.n
 
 
 def detect_points(grey: np.ndarray, region: np.ndarray, max_points: int,
-                  avoid: np.ndarray | None = None) -> np.ndarray:
+                  avoid: np.ndarray | None = None, min_distance: int = FEATURE_MIN_DISTANCE
+                  ) -> np.ndarray:
     """Up to ``max_points`` corners (N, 2) float32 inside ``region`` (uint8, nonzero = allowed),
-    at least FEATURE_MIN_DISTANCE from each other and from the points in ``avoid``."""
+    at least ``min_distance`` from each other and from the points in ``avoid``."""
     if max_points <= 0 or not region.any():
         return np.empty((0, 2), np.float32)
     allowed = (region != 0).astype(np.uint8) * 255
     if avoid is not None and len(avoid):
         for x, y in np.round(avoid).astype(int):
-            cv2.circle(allowed, (int(x), int(y)), FEATURE_MIN_DISTANCE, 0, -1)
-    found = cv2.goodFeaturesToTrack(grey, max_points, FEATURE_QUALITY, FEATURE_MIN_DISTANCE,
+            cv2.circle(allowed, (int(x), int(y)), min_distance, 0, -1)
+    found = cv2.goodFeaturesToTrack(grey, max_points, FEATURE_QUALITY, min_distance,
                                     mask=allowed, blockSize=5)
     if found is None:
         return np.empty((0, 2), np.float32)
@@ -127,11 +128,14 @@ def detect_points(grey: np.ndarray, region: np.ndarray, max_points: int,
 
 
 def track_points(prev: WorkingFrame, cur: WorkingFrame, pts: np.ndarray, fb_threshold: float,
-                 guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 guess: np.ndarray | None = None, levels: int = LK_LEVELS
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Lucas-Kanade from ``prev`` to ``cur`` and back. Returns the points in ``cur`` (N, 2) and
     a bool mask of those that are trustworthy: found both ways, back within ``fb_threshold``
     working pixels of where they started, and inside the current image. ``guess`` (N, 2) seeds
-    the forward search (a predicted position, for large gaps between the two frames)."""
+    the forward search (a predicted position, for large gaps between the two frames);
+    ``levels``: the pyramid's (fewer when the guess is close: on the coarsest levels a small
+    object's window is mostly what surrounds it, and the search leaves it)."""
     n = len(pts)
     if n == 0:
         return np.empty((0, 2), np.float32), np.zeros(0, bool)
@@ -142,10 +146,10 @@ def track_points(prev: WorkingFrame, cur: WorkingFrame, pts: np.ndarray, fb_thre
         p1_init = guess.reshape(-1, 1, 2).astype(np.float32).copy()
         flags = cv2.OPTFLOW_USE_INITIAL_FLOW
     p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev.grey, cur.grey, p0, p1_init,
-                                          winSize=LK_WINDOW, maxLevel=LK_LEVELS,
+                                          winSize=LK_WINDOW, maxLevel=levels,
                                           criteria=LK_CRITERIA, flags=flags)
     back, st2, _ = cv2.calcOpticalFlowPyrLK(cur.grey, prev.grey, p1, p0.copy(),
-                                            winSize=LK_WINDOW, maxLevel=LK_LEVELS,
+                                            winSize=LK_WINDOW, maxLevel=levels,
                                             criteria=LK_CRITERIA,
                                             flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     p1 = p1.reshape(-1, 2)
@@ -166,6 +170,40 @@ class SimilarityFit:
     @property
     def inlier_count(self) -> int:
         return int(self.inliers.sum())
+
+
+def patch_ncc(a: np.ndarray, pts_a: np.ndarray, b: np.ndarray, pts_b: np.ndarray,
+              half: int = 3) -> np.ndarray:
+    """Normalised cross-correlation (N,) of the (2 half + 1)-px grey patches around ``pts_a`` in
+    ``a`` and ``pts_b`` in ``b`` (-1 where either leaves its image, or is flat)."""
+    out = np.full(len(pts_a), -1.0)
+    for k, ((xa, ya), (xb, yb)) in enumerate(zip(np.round(pts_a).astype(int),
+                                                 np.round(pts_b).astype(int), strict=True)):
+        pa = a[ya - half:ya + half + 1, xa - half:xa + half + 1]
+        pb = b[yb - half:yb + half + 1, xb - half:xb + half + 1]
+        if (min(xa, ya, xb, yb) < half or pa.shape != (2 * half + 1,) * 2
+                or pb.shape != pa.shape):
+            continue
+        pa = pa.astype(np.float64) - pa.mean()
+        pb = pb.astype(np.float64) - pb.mean()
+        denom = np.sqrt((pa * pa).sum() * (pb * pb).sum())
+        if denom > 0:
+            out[k] = float((pa * pb).sum() / denom)
+    return out
+
+
+def fit_translation(src: np.ndarray, dst: np.ndarray) -> SimilarityFit | None:
+    """The translation src -> dst most points agree on (the median displacement, then the mean
+    of those within RANSAC_THRESHOLD of it); None without points. For a partly hidden object:
+    its points bunch on the visible side and some stick to the occluder's edge, and a
+    similarity fitted to them shrinks the object."""
+    if not len(src):
+        return None
+    d = (dst - src).astype(np.float64)
+    inliers = np.linalg.norm(d - np.median(d, axis=0), axis=1) <= RANSAC_THRESHOLD
+    out = identity()
+    out[:2, 2] = d[inliers].mean(axis=0)
+    return SimilarityFit(out, inliers)
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> SimilarityFit | None:

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from stamp_ros.tracking import motion
+from stamp_ros.tracking import follow, motion
 from stamp_ros.tracking.appearance import Appearance
 from stamp_ros.tracking.clock import FrameClock
 from stamp_ros.tracking.image import WorkingFrame
 from stamp_ros.tracking.kalman import ConstantVelocity
 from stamp_ros.tracking.memory import Candidate, gate_radius, gate_radius_3d, reidentify
-from stamp_ros.tracking.reacquire import Found, Template, find
+from stamp_ros.tracking.reacquire import Found, Template, entering, find
 from stamp_ros.tracking.scene import SceneMotion
 from stamp_ros.tracking.state import (
     OUT_OF_VIEW,
@@ -34,7 +34,7 @@ from stamp_ros.tracking.state import (
     TrackerConfig,
     TrackEvent,
 )
-from stamp_ros.tracking.track import BORDER_MARGIN, Answered, Outbox, Track
+from stamp_ros.tracking.track import Answered, Outbox, Track
 
 ACCEL = 400.0
 """Image Kalman filter: acceleration noise (working px/s^2)."""
@@ -60,6 +60,12 @@ TAKEN_IOU = 0.2
 REACQUIRE_RADIUS = 0.75
 """A hidden track is found again only within this share of its size (the square root of its
 core's area) of where its motion puts it: a look-alike further off is not it."""
+ENTRY_SPEED = 10.0
+"""Working px/s of its own (camera motion removed) from which a track that went out of view
+is looked for along the image borders."""
+ENTRY_RADIUS = 0.5
+"""A border find must lie within this share of REACQUIRE_RADIUS of the border search's
+guess."""
 MERGE_RADIUS = 0.5
 """A remembered track's template found on a young track must lie within this share of its
 size of the young track's centre."""
@@ -91,6 +97,7 @@ class Permanence:
             state = REMEMBERED
         t.lost, t.state, t.rescaled = why, state, rescaled
         t.hidden_t, t.hidden_seq = self.clock.time_of(seq), seq
+        t.next_try = seq + REACQUIRE_EVERY  # not found again where it was just lost
         t.mask = None
         self.outbox.events.append(TrackEvent("lost", t.track_id, seq, why))
 
@@ -263,14 +270,29 @@ class Permanence:
             if t.live or t.template is None or seq < t.next_try:
                 continue
             centre = self.expected(t, seq, now)
-            if centre is None or not _mostly_inside(t.template, centre, size):
-                continue
-            t.next_try = seq + REACQUIRE_EVERY
-            camera = self.scene.between(t.template.seq, seq)
-            guess = _moved_to(camera if camera is not None else motion.identity(),
-                              t.template.centre, centre)
             radius = REACQUIRE_RADIUS * float(np.sqrt(t.template.core.sum()))
-            found = find(t.template, frame, guess, radius, self.config.fb_threshold)
+            if centre is not None and _mostly_inside(t.template, centre, size):
+                t.next_try = seq + REACQUIRE_EVERY
+                camera = self.scene.between(t.template.seq, seq)
+                guess = _moved_to(camera if camera is not None else motion.identity(),
+                                  t.template.centre, centre)
+                # in part only where its own motion is trusted (PREDICTED): a strip of it is
+                # weak evidence anywhere a position does not back it
+                found = find(t.template, frame, guess, radius, self.config.fb_threshold,
+                             in_part=t.state == PREDICTED)
+                how = "where its motion put it"
+            elif self._left_on_its_own(t):
+                t.next_try = seq + REACQUIRE_EVERY
+                found = next(filter(None, (
+                    find(t.template, frame, guess, ENTRY_RADIUS * radius,
+                         self.config.fb_threshold, in_part=True)
+                    for guess in entering(t.template, frame))),
+                    None)
+                if found is not None:  # no prediction to be near: as near as can be
+                    centre = motion.apply(found.transform, t.template.centre[None])[0]
+                how = "coming in at the image border"
+            else:
+                continue
             if found is None:
                 continue
             small = motion.warp_mask(t.template.small, found.transform, size)
@@ -279,19 +301,27 @@ class Permanence:
                 continue  # a live track's place: that object, not this one
             d = float(np.linalg.norm(motion.apply(found.transform,
                                                   t.template.centre[None])[0] - centre))
-            finds.append((d, t, found, small, radius))
+            finds.append((d, t, found, small, how))
         finds.sort(key=lambda f: f[0])
         taken: list[np.ndarray] = []
-        for _, t, found, small, _ in finds:
+        for _, t, found, small, how in finds:
             if any(motion.mask_iou(small, other) >= TAKEN_IOU for other in taken):
                 continue
             taken.append(small)
             where = motion.apply(found.transform, t.template.centre[None])[0]
-            if any(u is not t and not u.live and self._could_be_at(u, where, seq, now, diagonal)
-                   and self._lookalike(t, u) for u in tracks):
+            if any(u is not t and not u.live and self._lookalike(t, u) and (
+                    self._could_be_at(u, where, seq, now, diagonal) or self._left_on_its_own(u))
+                   for u in tracks):
                 continue  # a hidden look-alike could be there too: the next answer decides
-            self._take_back(t, found, seq, frame, now, ())
+            self._take_back(t, found, seq, frame, now, (), how=how)
         return self.merge_young(tracks, seq, frame, now)
+
+    def _left_on_its_own(self, t: Track) -> bool:
+        """Out of view by its own motion (not the camera's): it may come back across any
+        border (:func:`.reacquire.entering`), where a still object the camera turned from comes
+        back where the camera's motion puts it."""
+        return (t.state == OUT_OF_VIEW and t.kf is not None
+                and float(np.linalg.norm(t.kf.velocity)) >= ENTRY_SPEED)
 
     def merge_young(self, tracks: Sequence[Track], seq: int, frame: WorkingFrame,
                     now: float) -> list[Track]:
@@ -325,7 +355,8 @@ class Permanence:
         return dropped
 
     def _take_back(self, t: Track, found: Found, seq: int, frame: WorkingFrame, now: float,
-                   alike: tuple[int, ...], young: Track | None = None) -> None:
+                   alike: tuple[int, ...], young: Track | None = None,
+                   how: str = "on the young track it was") -> None:
         """Make the template the track's key, carried by ``found`` to frame ``seq`` (taking
         the place of ``young``: its motion and its past positions)."""
         tpl = t.template
@@ -360,8 +391,8 @@ class Permanence:
         t.reid_until = now + REIDENTIFIED_S
         t.ambiguous_with = alike
         self.outbox.events.append(TrackEvent(
-            "returned", t.track_id, seq, f"found again after {gone:.1f} s where its motion "
-            f"put it ({why})", hidden_for=gone, similarity=found.zncc, ambiguous_with=alike))
+            "returned", t.track_id, seq, f"found again after {gone:.1f} s {how} ({why})",
+            hidden_for=gone, similarity=found.zncc, ambiguous_with=alike))
 
     def _lookalike(self, a: Track, b: Track) -> bool:
         """Their galleries are as alike as one object's views (``reid_threshold``)."""
@@ -392,19 +423,19 @@ def _moved_to(camera: np.ndarray, centre: np.ndarray, target: np.ndarray) -> np.
 
 def _aligned(template: Template, small: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Where the template's centre would be if it were the object seen as ``small`` (working
-    size), a view cut by the image border: the template's box aligned with the view's box on
-    the side away from the border (centred on an axis the border cuts on neither side)."""
+    size), a view cut by the image border: on an axis where the view is shorter than the
+    template's (TEMPLATE_AREA of it), the template's box is aligned with the view's on the side
+    away from the nearer border; centred otherwise."""
     x, y, w, h = cv2.boundingRect(template.small)
     vx, vy, vw, vh = cv2.boundingRect(small)
-    m = BORDER_MARGIN * max(size)
     out = []
     for lo, ext, vlo, vext, side in ((x, w, vx, vw, size[0]), (y, h, vy, vh, size[1])):
-        if vlo <= m and vlo + vext < side - m:
-            out.append(vlo + vext - (lo + ext))  # cut at the low side: align the high edges
-        elif vlo + vext >= side - m and vlo > m:
-            out.append(vlo - lo)
-        else:
+        if vext >= follow.TEMPLATE_AREA * ext:
             out.append(vlo + vext / 2 - (lo + ext / 2))
+        elif vlo < side - (vlo + vext):
+            out.append(vlo + vext - (lo + ext))  # cut on the low side: align the high edges
+        else:
+            out.append(vlo - lo)
     return template.centre + np.array(out, np.float64)
 
 

@@ -18,7 +18,12 @@ for a hidden track whose predicted box is in view, :func:`find` looks for the te
   least MIN_ZNCC);
 * positional: the similarity must put the object within ``radius`` of the prediction.
 
-All three are strict on purpose: a wrongly re-acquired object is worse than one taken back by
+An object seen in part (coming out from behind something, or into the image: too few of its
+corners survive Lucas-Kanade) is found by a strip of the stored view instead, correlated where
+the prediction puts it (:func:`_strips`) or along the image's borders (:func:`entering`), and
+checked by the stored corners on the part in sight (:func:`_in_part`).
+
+All are strict on purpose: a wrongly re-acquired object is worse than one taken back by
 the next answer. Look-alikes (the same texture) pass the first two for each other; the tracker
 rejects a find that lies on a live track and reports the ones decided by position
 (``ambiguous_with``). Costs one Lucas-Kanade call on the working images per try.
@@ -33,7 +38,7 @@ import numpy as np
 
 from stamp_ros.tracking import motion
 from stamp_ros.tracking.image import WorkingFrame
-from stamp_ros.tracking.visibility import near_points
+from stamp_ros.tracking.visibility import near_points, visible_part
 
 MIN_POINTS = 10
 """A template with fewer corners than this is never looked for (too weak a check)."""
@@ -49,6 +54,16 @@ correlation is computed there): the part of it in sight (:data:`.follow.MIN_IN_S
 POINT_REACH = 0.2
 """The part in sight: the hull of the corners found, grown by this share of the core's size
 (:data:`.follow.POINT_REACH`)."""
+TEMPLATE_POINTS = 100
+TEMPLATE_MIN_DISTANCE = 3
+"""A template keeps denser corners than a followed track (working px apart): an object seen in
+part (coming out from behind something, or into the image) shows a share of them, and a find
+needs MIN_FOUND."""
+FIND_LEVELS = 2
+"""Pyramid levels of a find's Lucas-Kanade: the start is within the search radius of the
+object (a quarter-size level covers it), and on the eighth-size level a 15-px window around a
+60-px object seen in part is mostly the occluder or the background: the backward search left
+the object from there (0 of 11 visible corners back, at the exact motion)."""
 SCALE_RANGE = (0.8, 1.25)
 MAX_ROTATION = np.deg2rad(20.0)
 MIN_ZNCC = 0.6
@@ -58,9 +73,31 @@ SEARCH_INSET = 0.15
 """The correlation search uses the core's box less this share on each side (mostly object)."""
 SEARCH_MAX = 1.0
 """The search window reaches at most this many template sizes from the prediction."""
+ENTRY_STRIP = 0.3
+"""Share of the core box's width (height) that the border search correlates: the part of an
+object that comes into view first."""
+ENTRY_DEPTH = 0.4
+"""How far into the image (share of the core box) the border search looks for that strip."""
+PART_ZNCC = 0.8
+"""Correlation of a strip of the stored view with the frame that makes a guess for a part of
+the object (:func:`_strips`, :func:`entering`; the find still checks it)."""
+MIN_PART_POINTS = 4
+"""Stored corners that must be followed from the stored view to a part found by correlation
+(forward-backward within PART_FB px, and within PART_FB px of where the correlation puts them;
+the track is carried on them). Not a share: the pillar's flat patches that agree with the
+stored view's hold its corners too, and none of them comes back."""
+PART_FB = 1.5
 CORE_ERODE = 0.2
 """The template's points and correlation use the mask eroded by this share of its box's
 smaller side (the model's 28-px cells reach onto the background)."""
+
+
+def core_of(small: np.ndarray) -> np.ndarray:
+    """A model mask eroded by CORE_ERODE of its box's smaller side: the object without the
+    cells that overhang it."""
+    _, _, w, h = cv2.boundingRect(small)
+    k = max(3, int(CORE_ERODE * min(w, h)) | 1)
+    return cv2.erode(small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
 
 
 @dataclass
@@ -87,14 +124,13 @@ class Template:
 
     @classmethod
     def of(cls, seq: int, frame: WorkingFrame, small: np.ndarray, centre: np.ndarray,
-           mask: np.ndarray, box: tuple[int, int, int, int], area: int, max_points: int
+           mask: np.ndarray, box: tuple[int, int, int, int], area: int
            ) -> Template | None:
         """The template of an answered mask (``small``: working size, ``mask``: full), None
         when it has too few corners."""
-        _, _, w, h = cv2.boundingRect(small)
-        k = max(3, int(CORE_ERODE * min(w, h)) | 1)
-        core = cv2.erode(small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        pts = motion.detect_points(frame.grey, core, max_points)
+        core = core_of(small)
+        pts = motion.detect_points(frame.grey, core, TEMPLATE_POINTS,
+                                   min_distance=TEMPLATE_MIN_DISTANCE)
         if len(pts) < MIN_POINTS:
             return None
         return cls(seq, frame.grey, pts, core, centre.copy(), small, mask, box, area)
@@ -112,36 +148,41 @@ class Found:
 
 
 def find(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: float,
-         fb_threshold: float) -> Found | None:
+         fb_threshold: float, in_part: bool = False) -> Found | None:
     """The template on ``frame``, starting from ``guess`` (template frame -> this frame, the
     predicted motion), at most ``radius`` working px from where the guess puts its centre;
-    None unless every check of the module docstring passes."""
+    None unless every check of the module docstring passes (or, with ``in_part``, for an
+    object seen in part, those of :func:`_in_part`)."""
     if template.grey.shape != frame.grey.shape:
         return None
     pts = template.pts
     need = max(MIN_FOUND, int(np.ceil(MIN_SHARE * len(pts))))
+    strips = _strips(template, frame, guess, radius) if in_part else []
     best = None
-    for start in (guess, _search(template, frame, guess, radius)):
+    for start in (guess, _search(template, frame, guess, radius), *strips[:1]):
         if start is None:
             continue
         new, ok = motion.track_points(WorkingFrame(template.grey, frame.full_size), frame, pts,
-                                      fb_threshold, guess=motion.apply(start, pts))
+                                      fb_threshold, guess=motion.apply(start, pts),
+                                      levels=FIND_LEVELS)
         if int(ok.sum()) < need:
             continue
         fit = motion.fit_similarity(pts[ok], new[ok])
         if fit is not None and fit.inlier_count >= need and (
                 best is None or fit.inlier_count > best[0].inlier_count):
             best = (fit, ok, new)
+    centre = template.centre[None].astype(np.float32)
+    expected = motion.apply(guess, centre)
     if best is None:
-        return None
+        return next(filter(None, (_in_part(template, frame, start, expected, radius)
+                                  for start in strips)), None)
     fit, ok, new = best
     t = fit.transform
     scale = motion.scale_of(t)
     angle = abs(float(np.arctan2(t[1, 0], t[0, 0])))
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] or angle > MAX_ROTATION:
         return None
-    centre = template.centre[None].astype(np.float32)
-    if float(np.linalg.norm(motion.apply(t, centre) - motion.apply(guess, centre))) > radius:
+    if float(np.linalg.norm(motion.apply(t, centre) - expected)) > radius:
         return None
     found = new[ok][fit.inliers]
     reach = POINT_REACH * float(np.sqrt(template.core.sum()))
@@ -149,6 +190,94 @@ def find(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: flo
     if score < MIN_ZNCC:
         return None
     return Found(t, pts[ok][fit.inliers], found, score)
+
+
+def _in_part(template: Template, frame: WorkingFrame, start: np.ndarray, expected: np.ndarray,
+             radius: float) -> Found | None:
+    """An object seen in part (coming out from behind something, or into the image), where too
+    few of its stored corners can be followed (the Lucas-Kanade windows of a 30-px strip of it
+    all reach onto what hides the rest): ``start`` (a strip of the stored view correlating at
+    least PART_ZNCC, :func:`_strips`) must put it within ``radius`` of ``expected``, at least
+    MIN_IN_VIEW of its core must agree with the frame there (:mod:`.visibility`), at least
+    MIN_PART_POINTS of the stored corners on that part must be followed there, and the view
+    must correlate near them (MIN_ZNCC)."""
+    if float(np.linalg.norm(motion.apply(start, template.centre[None]) - expected)) > radius:
+        return None
+    size = frame.size
+    seen, _ = visible_part(template.grey, template.small, start, frame.grey)
+    part = motion.warp_mask(template.core, start, size) & seen
+    if cv2.countNonZero(part) < MIN_IN_VIEW * max(1, cv2.countNonZero(template.core)):
+        return None
+    # the stored corners on that part, followed from the stored view at the correlation's
+    # place: most must come back there (an occluder that agrees with the stored view's flat
+    # patches holds none of its corners)
+    inside = motion.apply(start, template.pts)
+    xy = np.round(inside).astype(int)
+    w, h = size
+    on = ((xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h))
+    on[on] = part[xy[on, 1], xy[on, 0]] != 0
+    if int(on.sum()) < MIN_PART_POINTS:
+        return None
+    new, ok = motion.track_points(WorkingFrame(template.grey, frame.full_size), frame,
+                                  template.pts[on], PART_FB, guess=inside[on], levels=1)
+    ok &= np.linalg.norm(new - inside[on], axis=1) <= PART_FB
+    if int(ok.sum()) < MIN_PART_POINTS:
+        return None
+    start = motion.fit_translation(inside[on][ok], new[ok]).transform @ start  # to < 1 px
+    reach = POINT_REACH * float(np.sqrt(template.core.sum()))
+    near = part & near_points(new[ok], size, reach)
+    score = zncc(template, frame, start, near, min_share=0.0)  # the part's share: above
+    if score < MIN_ZNCC:
+        return None
+    # carried on from here: the corners of the part in sight, not only the stored ones
+    more = motion.detect_points(frame.grey, near, TEMPLATE_POINTS, avoid=new[ok])
+    pts_cur = np.concatenate([new[ok], more])
+    pts_key = np.concatenate([template.pts[on][ok],
+                              motion.apply(np.linalg.inv(start), more)])
+    return Found(start, pts_key.astype(np.float32), pts_cur.astype(np.float32), score)
+
+
+def _strips(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: float
+            ) -> list[np.ndarray]:
+    """``guess`` moved by the translation that aligns one strip of the stored view's core
+    (ENTRY_STRIP of it, on each of its four sides) with the frame within ``radius`` of where
+    the guess puts that strip, for each strip that correlates at least PART_ZNCC, best first:
+    the part of an object that shows first when it comes out."""
+    x, y, w, h = cv2.boundingRect(template.core)
+    r = int(min(radius, SEARCH_MAX * max(w, h)))
+    fw, fh = frame.size
+    out = []
+    for sx0, sy0, sx1, sy1 in _strip_boxes(x, y, w, h):
+        tl = motion.apply(guess, np.float32([[sx0, sy0]]))[0]
+        bx0, by0 = max(0, int(tl[0]) - r), max(0, int(tl[1]) - r)
+        bx1 = min(fw, int(tl[0]) + r + sx1 - sx0)
+        by1 = min(fh, int(tl[1]) + r + sy1 - sy0)
+        match = _match(template.grey[sy0:sy1, sx0:sx1], frame.grey[by0:by1, bx0:bx1])
+        if match is not None and match[0] >= PART_ZNCC:
+            moved = guess.copy()
+            moved[:2, 2] += np.array([bx0 + match[1], by0 + match[2]], np.float64) - tl
+            out.append((match[0], moved))
+    return [g for _, g in sorted(out, key=lambda o: -o[0])]
+
+
+def _strip_boxes(x: int, y: int, w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """The right, left, bottom and top strips (x0, y0, x1, y1) of a core box, inset by
+    SEARCH_INSET across."""
+    mx, my = int(SEARCH_INSET * w), int(SEARCH_INSET * h)
+    sw, sh = max(8, int(ENTRY_STRIP * w)), max(8, int(ENTRY_STRIP * h))
+    return [(max(0, x + w - sw), y + my, x + w, y + h - my),
+            (x, y + my, x + sw, y + h - my),
+            (x + mx, max(0, y + h - sh), x + w - mx, y + h),
+            (x + mx, y, x + w - mx, y + sh)]
+
+
+def _match(patch: np.ndarray, window: np.ndarray) -> tuple[float, int, int] | None:
+    """(best normalised correlation, its x, y in ``window``), None when it does not fit."""
+    if (patch.shape[0] < 8 or patch.shape[1] < 8 or window.shape[0] < patch.shape[0]
+            or window.shape[1] < patch.shape[1]):
+        return None
+    _, best, _, (px, py) = cv2.minMaxLoc(cv2.matchTemplate(window, patch, cv2.TM_CCOEFF_NORMED))
+    return float(best), int(px), int(py)
 
 
 def _search(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: float
@@ -179,17 +308,41 @@ def _search(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: 
     return out
 
 
+def entering(template: Template, frame: WorkingFrame) -> list[np.ndarray]:
+    """Where the template's object could be coming into ``frame`` across one of its borders:
+    for each side, the strip of the stored core that enters first (the right strip at the left
+    border, ...) is correlated with the band along that border; each correlation of at least
+    PART_ZNCC gives a guess (template frame -> this frame, a translation), best first. An
+    object that left the view on its own may come back anywhere."""
+    if template.grey.shape != frame.grey.shape:
+        return []
+    x, y, w, h = cv2.boundingRect(template.core)
+    fw, fh = frame.size
+    bw = min(fw, int((ENTRY_STRIP + ENTRY_DEPTH) * w))
+    bh = min(fh, int((ENTRY_STRIP + ENTRY_DEPTH) * h))
+    bands = [(0, 0, bw, fh), (fw - bw, 0, fw, fh), (0, 0, fw, bh), (0, fh - bh, fw, fh)]
+    out = []
+    for (sx0, sy0, sx1, sy1), (bx0, by0, bx1, by1) in zip(_strip_boxes(x, y, w, h), bands,
+                                                          strict=True):
+        match = _match(template.grey[sy0:sy1, sx0:sx1], frame.grey[by0:by1, bx0:bx1])
+        if match is not None and match[0] >= PART_ZNCC:
+            guess = motion.identity()
+            guess[:2, 2] = (bx0 + match[1] - sx0, by0 + match[2] - sy0)
+            out.append((match[0], guess))
+    return [g for _, g in sorted(out, key=lambda o: -o[0])]
+
+
 def zncc(template: Template, frame: WorkingFrame, transform: np.ndarray,
-         region: np.ndarray | None = None) -> float:
+         region: np.ndarray | None = None, min_share: float = MIN_IN_VIEW) -> float:
     """Zero-mean normalised cross-correlation of the template's core, moved by ``transform``,
     with ``frame`` (over the part of the moved core inside the frame and ``region``, the part
-    its points were found on; 0 when under MIN_IN_VIEW of it is)."""
+    its points were found on; 0 when under ``min_share`` of it is)."""
     size = frame.size
     core = motion.warp_mask(template.core, transform, size).astype(bool)
     if region is not None:
         core &= region.astype(bool)
     inside = int(core.sum())
-    if inside < MIN_IN_VIEW * max(1, int(template.core.sum())) or inside < 16:
+    if inside < min_share * max(1, int(template.core.sum())) or inside < 16:
         return 0.0
     warped = cv2.warpAffine(template.grey, transform[:2], size, flags=cv2.INTER_LINEAR)
     a = warped[core].astype(np.float32)

@@ -59,15 +59,16 @@ from stamp_ros.tracking.state import (
     TrackedObject,
     TrackerConfig,
 )
-from stamp_ros.tracking.track import GALLERY_EVERY, MAX_OBJECT_POINTS, Answered, Outbox, Track
+from stamp_ros.tracking.track import GALLERY_EVERY, Answered, Outbox, Track
 from stamp_ros.tracking.visibility import visible_part
 
-CONFIRM_INSIDE = 0.7
+CONFIRM_INSIDE = 0.5
 """A partial view confirms a whole-keyed track when this share of it lies on the track."""
 TEMPLATE_AGE = 2.0
 """An answer replaces a track's template (:mod:`.reacquire`) when its mask is at least
 :data:`.follow.TEMPLATE_AREA` of the template's (a half-hidden view is a worse template than the
-whole one), or when the template is older than this (s): the object's look and size drift."""
+whole one), or when the template is older than this (s): the object's look and size drift.
+Never by a view cut by the image border (it would be looked for as the whole object)."""
 
 
 class QueryTracker:
@@ -219,6 +220,9 @@ class QueryTracker:
                 t.mask, t.area, t.box = motion.place_mask(
                     t.key_mask, t.key_box, motion.full_resolution(t.transform, frame),
                     frame.full_size)
+                if t.amodal and t.key_grey is not None:  # just taken back: its part in sight
+                    seen = follow.in_sight(t, frame, motion.scale_of(t.transform))
+                    t.mask, t.area, t.box = follow.cut(t.mask, seen, frame)
             state = self._visible_state(t)
             objects.append(TrackedObject(
                 t.track_id, t.mask.view(bool), t.box, t.area, t.score,
@@ -258,8 +262,12 @@ class QueryTracker:
             comparable = [t for t in tracks if t.epoch == epoch
                           and (t.live or t.hidden_seq >= seq) and t.history]
             where = [t.small_mask_at(seq, size) for t in comparable]
-            pairs = assign_by_iou(iou_matrix([a.small for a in usable], where),
-                                  self.config.min_iou)
+            overlap = iou_matrix([a.small for a in usable], where)
+            for j, t in enumerate(comparable):
+                if t.amodal:  # a whole view seen in part: the answer shows that part
+                    overlap[:, j] = np.maximum(overlap[:, j], [
+                        _on(a.small, where[j]) for a in usable])
+            pairs = assign_by_iou(overlap, self.config.min_iou)
             ids = [0] * len(masks)
             matched: dict[int, Track] = {}
             for row, col in pairs:
@@ -374,10 +382,11 @@ class QueryTracker:
         if a.descriptor is not None:
             t.gallery.append(a.descriptor)
             t.gallery_t = self._clock.time_of(seq)
-        if (a.area >= follow.TEMPLATE_AREA * (t.template.area if t.template else 0)
-                or self._clock.time_of(seq) - self._clock.time_of(t.template.seq) > TEMPLATE_AGE):
-            t.template = Template.of(seq, frame, a.small, a.centre, a.mask, a.box, a.area,
-                                     MAX_OBJECT_POINTS) or t.template
+        if t.template is None or (not a.at_border and (
+                a.area >= follow.TEMPLATE_AREA * t.template.area
+                or self._clock.time_of(seq) - self._clock.time_of(t.template.seq) > TEMPLATE_AGE)):
+            t.template = Template.of(seq, frame, a.small, a.centre, a.mask, a.box,
+                                     a.area) or t.template
         t.mask, t.area, t.box = (t.key_mask, t.key_area, t.key_box) if seq == cur_seq else (
             None, 0, (0, 0, -1, -1))
         t.history.clear()
@@ -410,3 +419,11 @@ class QueryTracker:
             self._hidden.observe(t, cur_seq, self._clock.time_of(cur_seq), new_centre,
                                  restart=was_hidden)
 
+
+def _on(part: np.ndarray, whole: np.ndarray) -> float:
+    """Share of ``part`` on ``whole`` when it is at least CONFIRM_INSIDE, else 0: how well a
+    partial view matches a track carrying the whole object (IoU would count the hidden rest
+    against it)."""
+    area = cv2.countNonZero(part)
+    share = cv2.countNonZero(part & whole) / area if area else 0.0
+    return share if share >= CONFIRM_INSIDE else 0.0
