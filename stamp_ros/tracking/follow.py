@@ -168,12 +168,12 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
         # (its points grow back as it comes out; the share it had stays the reference for
         # OCCLUDED); it has few points left, so no pause
         if seen is None:
-            region, spacing = motion.warp_mask(t.key_small, t.transform, frame.size), None
+            region = motion.warp_mask(t.key_small, t.transform, frame.size)
+            spacing = motion.FEATURE_MIN_DISTANCE
         else:
             region, spacing = seen, TEMPLATE_MIN_DISTANCE
         more = motion.detect_points(frame.grey, region, MAX_OBJECT_POINTS - len(t.pts_cur),
-                                    avoid=t.pts_cur,
-                                    **({} if spacing is None else {"min_distance": spacing}))
+                                    avoid=t.pts_cur, min_distance=spacing)
         if len(more) < 3 and seen is None:
             t.redetect_at = seq + REDETECT_PAUSE
         t.pts_cur = np.concatenate([t.pts_cur, more])

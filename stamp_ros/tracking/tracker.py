@@ -329,9 +329,7 @@ class QueryTracker:
             return False
         if a.area >= follow.TEMPLATE_AREA * t.template.area:
             return False  # a whole view: the new key
-        carried = t.small_mask_at(seq, a.small.shape[::-1])
-        inside = int(cv2.countNonZero(carried & a.small))
-        if inside < CONFIRM_INSIDE * max(1, int(cv2.countNonZero(a.small))):
+        if not _on(a.small, t.small_mask_at(seq, a.small.shape[::-1])):
             return False
         seen, whole = visible_part(t.key_grey, t.key_small, t.transform_at(seq), frame.grey)
         if cv2.countNonZero(seen) >= follow.WHOLE_IN_SIGHT * whole:
