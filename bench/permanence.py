@@ -20,9 +20,10 @@ known on every frame:
 The model schedule is the same for every tracker: the model takes every ``--every``-th frame
 (10) and its answer is delivered ``--latency`` frames later (6), before that frame is stepped;
 an answer holds one mask per object whose visible part is at least ``MODEL_SEES`` of it
-(:func:`model_like_mask` of the visible part, shifted by up to 10 px: answer jitter), in random
-order. The tracker is driven directly, as ``pipeline/tracking_step.py`` does: ``step`` on every
-frame, ``ground`` per answer (on the answered frame).
+(:func:`~stamp_ros.testing.scenes.model_answer`: a grid mask of the visible part, shifted by
+up to 10 px: answer jitter), in random order. The tracker is driven directly, as
+``pipeline/tracking_step.py`` does: ``step`` on every frame, ``ground`` per answer (on the
+answered frame).
 
 A re-sent query (``--requery``): ``reset`` reproduces the node before issue 31
 (``TrackStream.reset`` drops the camera's tracker on every query message, even the same text;
@@ -61,7 +62,7 @@ from stamp_ros.testing.scenes import (  # noqa: E402
     LayeredScene,
     Occluder,
     Sprite,
-    model_like_mask,
+    model_answer,
     photo,
 )
 from stamp_ros.tracking import QueryTracker, TrackerConfig, TrackIds, working_frame  # noqa: E402
@@ -170,11 +171,7 @@ def run_sequence(name: str, scene: LayeredScene, frames: int, requery_at: list[i
         if i in requery_at and args.requery == "reset":
             tracker = QueryTracker(ids, config)  # TrackStream.reset: a new tracker, same ids
         if i % args.every == 0:
-            shown = [model_like_mask(v, shift=tuple(int(s) for s in
-                                                    rng.integers(-JITTER, JITTER + 1, 2)))
-                     for v, f, a in zip(visible, full, whole, strict=True)
-                     if f.sum() and v.sum() >= MODEL_SEES * a]
-            shown = [m for m in shown if m.any()]
+            shown = model_answer(visible, full, whole, rng, MODEL_SEES, JITTER)
             order = rng.permutation(len(shown))
             pending.append((i + args.latency, i, rgb, [shown[k] for k in order]))
         for item in [p for p in pending if p[0] <= i]:

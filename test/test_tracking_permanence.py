@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from stamp_ros.pipeline.tracking_step import query_continues_tracks
-from stamp_ros.testing.scenes import LayeredScene, Occluder, Sprite, model_like_mask, texture
+from stamp_ros.testing.scenes import LayeredScene, Occluder, Sprite, model_answer, texture
 from stamp_ros.tracking import (
     OCCLUDED,
     PREDICTED,
@@ -47,15 +47,10 @@ def run(scene: LayeredScene, frames: int, config: TrackerConfig | None = None,
     for i in range(frames):
         rgb = scene.frame(i)
         if i % every == 0:
-            masks = []
-            wholes = (scene.full_masks(i) if slivers
-                      else [s.shape for s in scene.sprites])  # (Cuts: slivers only)
-            for v, f, w in zip(scene.masks(i), scene.full_masks(i), wholes, strict=True):
-                if f.sum() and v.sum() >= 0.2 * w.sum():
-                    m = model_like_mask(v, shift=tuple(int(s) for s in rng.integers(-10, 11, 2)))
-                    if m.any():
-                        masks.append(m)
-            pending.append((i + latency, i, rgb, masks))
+            full = scene.full_masks(i)
+            wholes = ([f.sum() for f in full] if slivers
+                      else [s.shape.sum() for s in scene.sprites])  # (Cuts: slivers only)
+            pending.append((i + latency, i, rgb, model_answer(scene.masks(i), full, wholes, rng)))
         for item in [p for p in pending if p[0] <= i]:
             pending.remove(item)
             tracker.ground(item[1], working_frame(item[2], config.max_side, colour=True),

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["LayeredScene", "ObjectScene", "Occluder", "PanScene", "Sprite", "model_like_mask",
-           "photo", "texture"]
+__all__ = ["LayeredScene", "ObjectScene", "Occluder", "PanScene", "Sprite", "model_answer",
+           "model_like_mask", "photo", "texture"]
 
 CELL = 28
 """STAMP's merged patch: masks are unions of CELL x CELL cells."""
@@ -59,6 +59,24 @@ def model_like_mask(true_mask: np.ndarray, shift: tuple[int, int] = (0, 0),
     if shift != (0, 0):
         m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
         out = cv2.warpAffine(out, m, (w, h), flags=cv2.INTER_NEAREST)
+    return out
+
+
+def model_answer(visible: list[np.ndarray], full: list[np.ndarray], wholes: list[float],
+                 rng: np.random.Generator, sees: float = 0.2, jitter: int = 10
+                 ) -> list[np.ndarray]:
+    """What a simulated model answers for one frame, in object order: a :func:`model_like_mask`
+    of each object's ``visible`` mask, shifted by up to ``jitter`` px (one ``rng`` draw per
+    answered object), for every object inside the image (``full``: its mask clipped to it)
+    of which at least ``sees`` of ``wholes`` (its area: all of it, or the part inside the
+    image) is visible; masks the grid empties are left out."""
+    out = []
+    for v, f, whole in zip(visible, full, wholes, strict=True):
+        if f.sum() and v.sum() >= sees * whole:
+            m = model_like_mask(v, shift=tuple(int(d) for d in
+                                               rng.integers(-jitter, jitter + 1, 2)))
+            if m.any():
+                out.append(m)
     return out
 
 

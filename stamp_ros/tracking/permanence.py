@@ -230,7 +230,8 @@ class Permanence:
                 hidden_for=gone, similarity=sim, ambiguous_with=t.ambiguous_with))
         return out
 
-    def looks_like_gone(self, a: Answered, tracks: Sequence[Track]) -> bool:
+    @staticmethod
+    def may_come_back(tracks: Sequence[Track]) -> bool:
         """An answer object at the image border (matching no track) may be a track that is
         out of view or remembered without a position coming back: some such track has a
         template to look for on it. Its appearance cannot tell: a view cut by the border is

@@ -245,19 +245,9 @@ def _strips(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: 
     the part of an object that shows first when it comes out."""
     x, y, w, h = cv2.boundingRect(template.core)
     r = int(min(radius, SEARCH_MAX * max(w, h)))
-    fw, fh = frame.size
-    out = []
-    for sx0, sy0, sx1, sy1 in _strip_boxes(x, y, w, h):
-        tl = motion.apply(guess, np.float32([[sx0, sy0]]))[0]
-        bx0, by0 = max(0, int(tl[0]) - r), max(0, int(tl[1]) - r)
-        bx1 = min(fw, int(tl[0]) + r + sx1 - sx0)
-        by1 = min(fh, int(tl[1]) + r + sy1 - sy0)
-        match = _match(template.grey[sy0:sy1, sx0:sx1], frame.grey[by0:by1, bx0:bx1])
-        if match is not None and match[0] >= PART_ZNCC:
-            moved = guess.copy()
-            moved[:2, 2] += np.array([bx0 + match[1], by0 + match[2]], np.float64) - tl
-            out.append((match[0], moved))
-    return [g for _, g in sorted(out, key=lambda o: -o[0])]
+    placed = [p for box in _strip_boxes(x, y, w, h)
+              if (p := _place(template, frame, guess, box, r)) is not None and p[0] >= PART_ZNCC]
+    return [g for _, g in sorted(placed, key=lambda o: -o[0])]
 
 
 def _strip_boxes(x: int, y: int, w: int, h: int) -> list[tuple[int, int, int, int]]:
@@ -288,24 +278,27 @@ def _search(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: 
     Lucas-Kanade's reach. None when the window is off the image or nothing correlates."""
     x, y, w, h = cv2.boundingRect(template.core)
     mx, my = int(SEARCH_INSET * w), int(SEARCH_INSET * h)
-    patch = template.grey[y + my:y + h - my, x + mx:x + w - mx]
-    if patch.shape[0] < 8 or patch.shape[1] < 8:
-        return None
-    tl = motion.apply(guess, np.float32([[x + mx, y + my]]))[0]
-    r = int(min(radius, SEARCH_MAX * max(w, h)))
+    placed = _place(template, frame, guess, (x + mx, y + my, x + w - mx, y + h - my),
+                    int(min(radius, SEARCH_MAX * max(w, h))))
+    return placed[1] if placed is not None and placed[0] >= MIN_ZNCC else None
+
+
+def _place(template: Template, frame: WorkingFrame, guess: np.ndarray,
+           box: tuple[int, int, int, int], r: int) -> tuple[float, np.ndarray] | None:
+    """(correlation, ``guess`` moved by the translation) that best aligns ``box`` (x0, y0, x1,
+    y1) of the stored view with the frame within ``r`` px of where the guess puts it; None
+    when the window is off the image."""
+    x0, y0, x1, y1 = box
+    tl = motion.apply(guess, np.float32([[x0, y0]]))[0]
     fw, fh = frame.size
-    x0, y0 = max(0, int(tl[0]) - r), max(0, int(tl[1]) - r)
-    x1 = min(fw, int(tl[0]) + r + patch.shape[1])
-    y1 = min(fh, int(tl[1]) + r + patch.shape[0])
-    if x1 - x0 < patch.shape[1] or y1 - y0 < patch.shape[0]:
+    bx0, by0 = max(0, int(tl[0]) - r), max(0, int(tl[1]) - r)
+    bx1, by1 = min(fw, int(tl[0]) + r + x1 - x0), min(fh, int(tl[1]) + r + y1 - y0)
+    match = _match(template.grey[y0:y1, x0:x1], frame.grey[by0:by1, bx0:bx1])
+    if match is None:
         return None
-    scores = cv2.matchTemplate(frame.grey[y0:y1, x0:x1], patch, cv2.TM_CCOEFF_NORMED)
-    _, best, _, (bx, by) = cv2.minMaxLoc(scores)
-    if best < MIN_ZNCC:
-        return None
-    out = guess.copy()
-    out[:2, 2] += np.array([x0 + bx, y0 + by], np.float64) - tl
-    return out
+    moved = guess.copy()
+    moved[:2, 2] += np.array([bx0 + match[1], by0 + match[2]], np.float64) - tl
+    return match[0], moved
 
 
 def entering(template: Template, frame: WorkingFrame) -> list[np.ndarray]:

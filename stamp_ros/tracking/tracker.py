@@ -292,7 +292,7 @@ class QueryTracker:
                 fresh = track is None
                 if fresh:
                     track = Track(self.ids.next(), first_t=now)
-                    if a.at_border and self._hidden.looks_like_gone(a, tracks):
+                    if a.at_border and self._hidden.may_come_back(tracks):
                         track.tentative_until = self._clock.time_of(self._prev_seq) + HOLD_S
                     self._tracks.append(track)
                 ids[a.index] = track.track_id
