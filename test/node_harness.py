@@ -69,6 +69,35 @@ def image_msg(rgb: np.ndarray, stamp_sec: int = 1234, frame_id: str = "cam",
     return msg
 
 
+class PacedCamera:
+    """A test's camera on ``/image``: frame i is :meth:`message` (i), published at most once per
+    ``period`` seconds (pacing a camera, not synchronising: the tests wait for what the node
+    publishes)."""
+
+    def __init__(self, ros_client, period: float = 1.0 / 30) -> None:
+        from sensor_msgs.msg import Image
+
+        self.period = period
+        self.pub = ros_client.publisher(Image, "/image")
+        ros_client.wait_for_subscribers(self.pub)
+        self.sent = 0
+        self._last = 0.0
+
+    def message(self, i: int) -> Any:
+        raise NotImplementedError
+
+    def publish(self) -> int:
+        """The next frame; returns its index."""
+        wait = self._last + self.period - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        i = self.sent
+        self.pub.publish(self.message(i))
+        self._last = time.monotonic()
+        self.sent += 1
+        return i
+
+
 def wait_ready(client, processes, proc, timeout: float = 300.0) -> None:
     """The node is ready when its service answers (it is created once configured) and its
     lifecycle state is active. One GetState client is asked again and again: the node drops a

@@ -17,12 +17,10 @@ REIDENTIFIED for 1 s) is in header time. Everything waits on messages; the strea
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from feature_helpers import make_test_checkpoint
-from node_harness import image_msg, start_node, wait_output
+from node_harness import PacedCamera, image_msg, start_node, wait_output
 
 from stamp_ros.testing.scenes import texture
 
@@ -67,30 +65,16 @@ def ids(msg) -> set[int]:
     return {int(inst.track_id) for inst in msg.instances}
 
 
-class Camera:
+class Camera(PacedCamera):
     """The test's camera: frame i shows ``view`` (set by the test), stamped 1/30 s apart."""
 
     def __init__(self, ros_client) -> None:
-        from sensor_msgs.msg import Image
-
+        super().__init__(ros_client, PERIOD)
         self.view = VIEW_A
-        self.pub = ros_client.publisher(Image, "/image")
-        ros_client.wait_for_subscribers(self.pub)
-        self.sent = 0
-        self._last = 0.0
 
-    def publish(self) -> int:
-        """The next frame, at most 30 per second (pacing a camera, not synchronising)."""
-        wait = self._last + PERIOD - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        i = self.sent
+    def message(self, i: int):
         ns = stamp_ns(i)
-        self.pub.publish(image_msg(self.view, stamp_sec=ns // 10**9,
-                                   stamp_nanosec=ns % 10**9))
-        self._last = time.monotonic()
-        self.sent += 1
-        return i
+        return image_msg(self.view, stamp_sec=ns // 10**9, stamp_nanosec=ns % 10**9)
 
 
 def tracking_node(processes, ros_client, checkpoint, query: str | None = QUERY, **params):

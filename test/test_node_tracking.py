@@ -9,12 +9,16 @@ Everything waits on messages; the stream is paced at 30 Hz, never used as a cloc
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from feature_helpers import Caller, make_test_checkpoint, set_ok
-from node_harness import image_msg, make_long_answer_checkpoint, start_node, wait_output
+from node_harness import (
+    PacedCamera,
+    image_msg,
+    make_long_answer_checkpoint,
+    start_node,
+    wait_output,
+)
 
 from stamp_ros.testing.scenes import PanScene
 
@@ -98,28 +102,15 @@ def shows_pan(mask: np.ndarray) -> bool:
     return bool(np.any(seen[:, 1:] != seen[:, :-1]))
 
 
-class Stream:
+class Stream(PacedCamera):
     """The test's camera: frame i of ``scene`` published with stamp FIRST + i."""
 
     def __init__(self, ros_client, scene) -> None:
-        from sensor_msgs.msg import Image
-
+        super().__init__(ros_client, PERIOD)
         self.scene = scene
-        self.pub = ros_client.publisher(Image, "/image")
-        ros_client.wait_for_subscribers(self.pub)
-        self.sent = 0
-        self._last = 0.0
 
-    def publish(self) -> int:
-        """The next frame, at most 30 per second (pacing a camera, not synchronising)."""
-        wait = self._last + PERIOD - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        i = self.sent
-        self.pub.publish(image_msg(self.scene.frame(i), stamp_sec=FIRST + i, frame_id="cam"))
-        self._last = time.monotonic()
-        self.sent += 1
-        return i
+    def message(self, i: int):
+        return image_msg(self.scene.frame(i), stamp_sec=FIRST + i, frame_id="cam")
 
 
 def start_tracking(processes, ros_client, checkpoint, **params):
