@@ -20,7 +20,7 @@ from stamp_ros.tracking.image import WorkingFrame
 from stamp_ros.tracking.reacquire import TEMPLATE_MIN_DISTANCE, core_of
 from stamp_ros.tracking.state import OUT_OF_VIEW, PREDICTED, REMEMBERED
 from stamp_ros.tracking.track import MAX_OBJECT_POINTS, Track
-from stamp_ros.tracking.visibility import near_points, visible_part
+from stamp_ros.tracking.visibility import MIN_IN_SIGHT, WHOLE_IN_SIGHT, part_in_sight
 
 TEMPLATE_AREA = 0.8
 """A view of an object at least this share of its template's (the largest recent view of it,
@@ -33,6 +33,10 @@ REDETECT_PAUSE = 10
 (a weakly textured object would otherwise cost a corner search on every frame)."""
 MIN_POINTS = 5
 """Fewer consistent points than this and an object's motion is unknown: lost."""
+MIN_PARTIAL_POINTS = 3
+"""The same for a partly hidden object, whose step is a translation (two numbers: the median
+of three points tolerates one wrong): an object coming out from behind something shows a strip
+of a few corners at first (:func:`.reacquire.find`), and gains more as it comes out."""
 LOST_FAILED_FRACTION = 0.5
 """An object whose points fail the forward-backward check more than this on one frame is lost."""
 MIN_INLIER_FRACTION = 0.5
@@ -41,18 +45,15 @@ failing the forward-backward check no longer end a track: an object whose visibl
 moves rigidly is carried on it, OCCLUDED; LOST_FAILED_FRACTION only names the old rule.)"""
 MIN_VISIBLE_FRACTION = 0.25
 """Less of the carried mask inside the image than this: the object left the image, lost."""
-MIN_IN_SIGHT = 0.2
-"""Less of a partly hidden object in sight than this (:mod:`.visibility`): it is hidden, and
-predicted (a sliver at an occluder's edge is no view of it; its points are about to fail)."""
 KEY_NCC = 0.5
 """A point of a partly hidden object whose 7-px patch correlates less than this with its patch
 in the key view has slid onto what hides the object: it is dropped."""
-POINT_REACH = 0.2
-"""The part in sight lies within this share of the object's size (the square root of its
-area) of the hull of its points still followed: pixels alone cannot tell a flat patch of the
-object from a flat patch of what hides it; the points that fail on the occluder can."""
-WHOLE_IN_SIGHT = 0.9
-"""An ``amodal`` track this much in sight is seen whole again (the key's view is the object's)."""
+EMERGING_SLACK = 0.05
+"""A track found in part between answers (coming out from behind something or into the image)
+is hidden again only under MIN_IN_SIGHT less this, until it is this much above it: its share
+in sight grows as it comes out, and the estimate wobbles by a few hundredths from frame to
+frame (a find at 21% measured 19% on the next frame, and the object flickered out for three
+frames)."""
 SCALE_RANGE = (0.5, 2.0)
 """Scale relative to the model's mask outside this range: the mask collapsed (or exploded)."""
 REGION_PAD = 0.15
@@ -80,22 +81,16 @@ def region(tracks: list[Track], size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def in_sight(t: Track, frame: WorkingFrame, scale: float) -> np.ndarray:
-    """The part of a partly hidden track in sight on ``frame`` (working size, uint8 0/1):
-    where its key view, moved by its motion, agrees with the frame (:mod:`.visibility`), near
-    its points unless nearly all of it agrees; sets ``t.in_sight`` (its share of the whole
-    object) and ends ``amodal`` once it is seen whole again."""
-    seen, _ = visible_part(t.key_grey, t.key_small, t.transform, frame.grey)
+def in_sight(t: Track, frame: WorkingFrame) -> np.ndarray:
+    """The part of a partly hidden track in sight on ``frame`` (working size, uint8 0/1,
+    :func:`.visibility.part_in_sight`); sets ``t.in_sight`` (its share of the whole object)
+    and ends ``amodal`` once it is seen whole again."""
     whole = max(cv2.countNonZero(t.key_small),
                 cv2.countNonZero(t.template.small) if t.template is not None else 0)
-    if cv2.countNonZero(seen) < WHOLE_IN_SIGHT * whole * scale * scale:
-        seen &= near_points(t.pts_cur, frame.size, POINT_REACH * scale * np.sqrt(whole))
-    # the share is of the object's core (the model's cells overhang it, and the background
-    # they cover agrees with the key view wherever the object has not moved from it)
     core = core_of(t.key_small)
     whole_core = max(int(core.sum()), int(t.template.core.sum()) if t.template else 0)
-    inside = cv2.countNonZero(seen & motion.warp_mask(core, t.transform, frame.size))
-    t.in_sight = min(1.0, inside / max(1.0, whole_core * scale * scale))
+    seen, t.in_sight = part_in_sight(t.key_grey, t.key_small, core, t.transform, frame.grey,
+                                     t.pts_cur, whole, whole_core)
     if t.amodal and t.in_sight >= WHOLE_IN_SIGHT:
         t.amodal = False  # seen whole again: its key is the object as it is now
     return seen
@@ -132,7 +127,8 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
         ok = ok.copy()
         ok[ok] = motion.patch_ncc(t.key_grey, t.pts_key[ok], frame.grey, new[ok]) >= KEY_NCC
     n_ok = int(ok.sum())
-    if n_ok < MIN_POINTS:
+    need = MIN_PARTIAL_POINTS if partial else MIN_POINTS
+    if n_ok < need:
         return f"only {n_ok} of its points could be followed (hidden?)", PREDICTED
     if partial:
         # partly hidden: this frame's step is a translation (scale and rotation as carried)
@@ -140,7 +136,7 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
         fit = step and motion.SimilarityFit(step.transform @ t.transform, step.inliers)
     else:
         fit = motion.fit_similarity(t.pts_key[ok], new[ok])
-    if fit is None or fit.inlier_count < max(MIN_POINTS, MIN_INLIER_FRACTION * n_ok):
+    if fit is None or fit.inlier_count < max(need, MIN_INLIER_FRACTION * n_ok):
         return "its motion is not rigid enough to follow (too few inliers)", PREDICTED
     scale = motion.scale_of(fit.transform)
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
@@ -156,9 +152,10 @@ def move(t: Track, seq: int, frame: WorkingFrame, new: np.ndarray, ok: np.ndarra
     seen = None
     t.in_sight = 1.0
     if t.key_grey is not None and (t.amodal or occluded(t)):
-        seen = in_sight(t, frame, scale)
-        if t.in_sight < MIN_IN_SIGHT:
+        seen = in_sight(t, frame)
+        if t.in_sight < MIN_IN_SIGHT - (EMERGING_SLACK if t.emerging else 0.0):
             return f"hidden ({t.in_sight:.0%} of it in sight)", PREDICTED
+        t.emerging &= t.in_sight < MIN_IN_SIGHT + EMERGING_SLACK
         mask, area, box = cut(mask, seen, frame)
     t.mask, t.area, t.box = mask, area, box
     if seen is None and occluded(t):

@@ -91,12 +91,16 @@ class Permanence:
         self._alike: dict[tuple[int, int], bool] = {}
 
     # ------------------------------------------------------------------ hiding
-    def hide(self, t: Track, why: str, state: str, seq: int, rescaled: bool = False) -> None:
-        """The track leaves the output (remembered): why, and which hidden state."""
+    def hide(self, t: Track, why: str, state: str, seq: int, grey: np.ndarray | None = None,
+             rescaled: bool = False) -> None:
+        """The track leaves the output (remembered): why, which hidden state, and the grey
+        working frame it left on (``grey``; a part of it found later must have come into sight
+        since: :func:`.reacquire.find`)."""
         if state == PREDICTED and (t.kf is None or t.kf_epoch != self.scene.epoch):
             state = REMEMBERED
         t.lost, t.state, t.rescaled = why, state, rescaled
         t.hidden_t, t.hidden_seq = self.clock.time_of(seq), seq
+        t.hidden_grey = grey
         t.next_try = seq + REACQUIRE_EVERY  # not found again where it was just lost
         t.mask = None
         self.outbox.events.append(TrackEvent("lost", t.track_id, seq, why))
@@ -105,7 +109,7 @@ class Permanence:
                  rescaled: bool = False) -> None:
         for track in tracks:
             if track.live:
-                self.hide(track, why, REMEMBERED, seq, rescaled)
+                self.hide(track, why, REMEMBERED, seq, rescaled=rescaled)
 
     def expire(self, tracks: Sequence[Track], seq: int) -> list[Track]:
         """Hidden tracks: predicted ones become merely remembered after ``max_prediction``;
@@ -280,15 +284,15 @@ class Permanence:
                 # in part only where its own motion is trusted (PREDICTED): a strip of it is
                 # weak evidence anywhere a position does not back it
                 found = find(t.template, frame, guess, radius, self.config.fb_threshold,
-                             in_part=t.state == PREDICTED)
+                             self._before(t, seq, size) if t.state == PREDICTED else None)
                 how = "where its motion put it"
             elif self._left_on_its_own(t):
                 t.next_try = seq + REACQUIRE_EVERY
-                found = next(filter(None, (
+                before = self._before(t, seq, size)
+                found = None if before is None else next(filter(None, (
                     find(t.template, frame, guess, ENTRY_RADIUS * radius,
-                         self.config.fb_threshold, in_part=True)
-                    for guess in entering(t.template, frame))),
-                    None)
+                         self.config.fb_threshold, before)
+                    for guess in entering(t.template, frame))), None)
                 if found is not None:  # no prediction to be near: as near as can be
                     centre = motion.apply(found.transform, t.template.centre[None])[0]
                 how = "coming in at the image border"
@@ -316,6 +320,15 @@ class Permanence:
                 continue  # a hidden look-alike could be there too: the next answer decides
             self._take_back(t, found, seq, frame, now, (), how=how)
         return self.merge_young(tracks, seq, frame, now)
+
+    def _before(self, t: Track, seq: int, size: tuple[int, int]) -> np.ndarray | None:
+        """The frame ``t`` was lost on, moved by the camera's motion since onto frame ``seq``
+        (None without it, or across a scene change)."""
+        camera = self.scene.between(t.hidden_seq, seq)
+        if t.hidden_grey is None or camera is None or t.hidden_grey.shape[::-1] != size:
+            return None
+        return cv2.warpAffine(t.hidden_grey, camera[:2], size, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
 
     def _left_on_its_own(self, t: Track) -> bool:
         """Out of view by its own motion (not the camera's): it may come back across any
@@ -364,7 +377,7 @@ class Permanence:
         gone = now - t.hidden_t
         t.key_mask, t.key_small, t.key_area, t.key_box = tpl.mask, tpl.small, tpl.area, tpl.box
         t.key_seq, t.key_centre = tpl.seq, tpl.centre.copy()
-        t.key_grey, t.amodal, t.in_sight = tpl.grey, True, 1.0
+        t.key_grey, t.amodal, t.in_sight, t.emerging = tpl.grey, True, 1.0, found.in_part
         t.epoch = self.scene.epoch_at(seq)
         t.transform = found.transform
         t.pts_key, t.pts_cur = found.pts_key, found.pts_cur
@@ -387,7 +400,7 @@ class Permanence:
                     t.history.append((s, shift @ found.transform))
         t.history.append((seq, found.transform.copy()))
         why = t.lost
-        t.lost, t.state = "", TRACKED
+        t.lost, t.state, t.hidden_grey = "", TRACKED, None
         self.observe(t, seq, now, here, restart=True)
         t.reid_until = now + REIDENTIFIED_S
         t.ambiguous_with = alike

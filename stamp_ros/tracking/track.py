@@ -56,6 +56,8 @@ class Track:
     in_sight: float = 1.0
     """Share of the whole object in sight on the newest frame (1.0 unless it may be partly
     hidden: OCCLUDED by its points, or ``amodal``)."""
+    emerging: bool = False
+    """Found in part between answers and not yet clearly out (:data:`.follow.EMERGING_SLACK`)."""
     score: float = 0.0
     transform: np.ndarray = field(default_factory=motion.identity)
     """Working pixels, key frame -> the newest processed frame."""
@@ -80,6 +82,8 @@ class Track:
     """Time it was last seen (hidden states)."""
     hidden_seq: int = -1
     """Frame it left the output on (answers for older frames still see it live)."""
+    hidden_grey: np.ndarray | None = field(default=None, repr=False)
+    """That frame's grey working image (what was in its place when it went out of sight)."""
     rescaled: bool = False
     """Hidden because the image size changed (the same view, rescaled: not a cut)."""
     support: int = 0

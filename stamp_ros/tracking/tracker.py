@@ -60,7 +60,7 @@ from stamp_ros.tracking.state import (
     TrackerConfig,
 )
 from stamp_ros.tracking.track import GALLERY_EVERY, Answered, Outbox, Track
-from stamp_ros.tracking.visibility import visible_part
+from stamp_ros.tracking.visibility import WHOLE_IN_SIGHT, visible_part
 
 CONFIRM_INSIDE = 0.5
 """A partial view confirms a whole-keyed track when this share of it lies on the track."""
@@ -186,7 +186,7 @@ class QueryTracker:
         for track, pts, good in zip(live, new_sets[1:], ok_sets[1:], strict=True):
             why, state = follow.move(track, seq, frame, pts, good)
             if why:
-                self._hidden.hide(track, why, state, seq)
+                self._hidden.hide(track, why, state, seq, frame.grey)
             elif self._visible_state(track) != OCCLUDED and follow.whole_key(track):
                 # few points, or a key that shows part of it (points on what hides the rest):
                 # its motion is too uncertain to learn from
@@ -221,7 +221,7 @@ class QueryTracker:
                     t.key_mask, t.key_box, motion.full_resolution(t.transform, frame),
                     frame.full_size)
                 if t.amodal and t.key_grey is not None:  # just taken back: its part in sight
-                    seen = follow.in_sight(t, frame, motion.scale_of(t.transform))
+                    seen = follow.in_sight(t, frame)
                     t.mask, t.area, t.box = follow.cut(t.mask, seen, frame)
             state = self._visible_state(t)
             objects.append(TrackedObject(
@@ -332,7 +332,7 @@ class QueryTracker:
         if not _on(a.small, t.small_mask_at(seq, a.small.shape[::-1])):
             return False
         seen, whole = visible_part(t.key_grey, t.key_small, t.transform_at(seq), frame.grey)
-        if cv2.countNonZero(seen) >= follow.WHOLE_IN_SIGHT * whole:
+        if cv2.countNonZero(seen) >= WHOLE_IN_SIGHT * whole:
             return False  # all of it agrees with the frame: a tighter mask, not a partial view
         t.misses, t.score, t.amodal = 0, a.score, True
         return True
@@ -370,7 +370,7 @@ class QueryTracker:
         old_centre = (motion.apply(t.transform, t.key_centre[None])[0]
                       if was_live else None)
         t.key_mask, t.key_small, t.key_area, t.key_box = a.mask, a.small, a.area, a.box
-        t.key_grey, t.amodal, t.in_sight = frame.grey, False, 1.0
+        t.key_grey, t.amodal, t.in_sight, t.emerging = frame.grey, False, 1.0, False
         t.key_seq, t.redetect_at = seq, -1
         t.score, t.transform, t.misses = a.score, transform, 0
         t.epoch = self._scene.epoch_at(seq)
@@ -394,9 +394,9 @@ class QueryTracker:
         new_centre = motion.apply(transform, t.key_centre[None])[0]
         if lost:
             if t.live:
-                self._hidden.hide(t, lost, PREDICTED, cur_seq)
+                self._hidden.hide(t, lost, PREDICTED, cur_seq, cur.grey)
             return
-        t.lost, t.state = "", TRACKED
+        t.lost, t.state, t.hidden_grey = "", TRACKED, None
         camera = self._scene.camera_at(cur_seq)
         if old_centre is not None and camera is not None and camera[0] == t.kf_epoch:
             # the filter follows the centre of the whole object: a partial view's centroid is

@@ -12,6 +12,11 @@ the mask: a lighting change is not an occluder, and an occluder hiding most of t
 not set it) and votes over a small window (a textured object's edges
 differ by a sub-pixel misfit, and a pixel of an occluder may match by chance).
 
+:func:`part_in_sight` is the one measure of how much of an object is in sight (the track
+carried frame to frame hides it under MIN_IN_SIGHT; a part of a hidden object found between
+answers must show as much). :func:`changed` tells what came into sight since a track was lost
+from what was there all along (a patch of the occluder that looks like a strip of the object).
+
 Computed only for tracks that may be partly hidden (OCCLUDED by their points, or keyed on a
 whole view they are not seen whole in): a fully visible track keeps the model's mask as
 carried. Working resolution, on the carried mask's box only (~0.3 ms for a 150-px object).
@@ -30,6 +35,18 @@ BLUR = 5
 """Gaussian kernel (px) both images are smoothed with before they are compared."""
 VOTE = 9
 """Side (px) of the window a pixel's verdict is the majority of."""
+MIN_IN_SIGHT = 0.2
+"""Less of a partly hidden object in sight than this (:func:`part_in_sight`): it is hidden,
+and predicted (a sliver at an occluder's edge is no view of it; its points are about to
+fail). A part of a hidden object found between answers must show as much
+(:mod:`.reacquire`), or the next frame would hide it again."""
+POINT_REACH = 0.2
+"""The part in sight lies within this share of the object's size (the square root of its
+area) of the hull of its points still followed: pixels alone cannot tell a flat patch of the
+object from a flat patch of what hides it; the points that fail on the occluder can."""
+WHOLE_IN_SIGHT = 0.9
+"""An object this much in sight is seen whole (no point hull needed; an ``amodal`` track's key
+view is the object's again)."""
 
 
 def near_points(pts: np.ndarray, size: tuple[int, int], reach: float) -> np.ndarray:
@@ -87,3 +104,37 @@ def visible_part(key_grey: np.ndarray, key_small: np.ndarray, transform: np.ndar
     seen = (vote * 2 > total) & inside
     out[y0:y1, x0:x1] = seen
     return out, area
+
+
+def changed(before: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """Working-size uint8 0/1: where ``grey`` differs from ``before`` (an earlier frame of the
+    same view, aligned with it) by more than DIFF after the blur. What an object coming into
+    sight covers changed; a patch of the occluder that happens to look like a strip of the
+    object was there before."""
+    diff = cv2.absdiff(cv2.GaussianBlur(grey, (BLUR, BLUR), 0),
+                       cv2.GaussianBlur(before, (BLUR, BLUR), 0))
+    return (diff > DIFF).astype(np.uint8)
+
+
+def part_in_sight(key_grey: np.ndarray, key_small: np.ndarray, core: np.ndarray,
+                  transform: np.ndarray, grey: np.ndarray, pts: np.ndarray, whole: int,
+                  whole_core: int) -> tuple[np.ndarray, float]:
+    """(the part of an object in sight on ``grey``, working-size uint8 0/1; its share of the
+    whole object). The object is ``key_small`` on ``key_grey`` (``core``: that mask without
+    the model's overhanging cells), carried by ``transform`` (key -> ``grey``), followed on
+    ``pts``; ``whole`` and ``whole_core`` are its mask's and core's areas seen whole (a
+    partial key shows less).
+
+    The part in sight is where the moved key view agrees with the frame (:func:`visible_part`),
+    near the points unless nearly all of it agrees. Its share is counted on the core (the
+    model's cells overhang the object, and the background they cover agrees with the key view
+    wherever the object has not moved from it). One measure for the track carried frame to
+    frame and for a part of it found between answers."""
+    h, w = grey.shape
+    scale2 = abs(float(np.linalg.det(transform[:2, :2])))
+    seen, _ = visible_part(key_grey, key_small, transform, grey)
+    if cv2.countNonZero(seen) < WHOLE_IN_SIGHT * whole * scale2:
+        seen &= near_points(pts, (w, h), POINT_REACH * float(np.sqrt(whole * scale2)))
+    moved_core = cv2.warpAffine(core, transform[:2], (w, h), flags=cv2.INTER_NEAREST)
+    inside = cv2.countNonZero(seen & moved_core)
+    return seen, min(1.0, inside / max(1.0, whole_core * scale2))
