@@ -301,6 +301,31 @@ def test_max_points_is_deterministic_subset(intr):
     np.testing.assert_array_equal(mask_points(mask, depth, intr, max_points=10**6), full)
 
 
+def test_max_pixels_samples_a_grid_of_the_image(intr):
+    """A tracked frame's lift (max_pixels): every step-th row and column of the image, so the
+    cost is bounded and the summary stays that of the whole object; the points are a subset
+    of the full lift's, the same on every call."""
+    z0, k = 2.0, 0.5  # a tilted plane: every pixel at its own depth
+    v = np.arange(H, dtype=np.float64)[:, None]
+    depth = np.broadcast_to(z0 / (1 - k * (v - CY) / F), (H, W)).astype(np.float32)
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[30:90, 40:120] = 1  # 4800 pixels
+    full = mask_points(mask, depth, intr, erode_px=0)
+    a = mask_points(mask, depth, intr, erode_px=0, max_pixels=1000)
+    assert len(a) == 20 * 26  # step 3: rows 30, 33, ..., 87 and columns 42, 45, ..., 117
+    np.testing.assert_array_equal(a, mask_points(mask, depth, intr, erode_px=0,
+                                                 max_pixels=1000))
+    assert {tuple(p) for p in a.tolist()} <= {tuple(p) for p in full.tolist()}
+    np.testing.assert_array_equal(np.unique(np.round(a[:, 0] * F / a[:, 2] + CX) % 3), [0])
+    whole, sampled = summarise_points(full), summarise_points(a)
+    step_m = 3 * sampled.centroid[2] / F  # a step's footprint at the object
+    assert np.abs(sampled.centroid - whole.centroid).max() <= step_m
+    assert np.abs(sampled.box_min - whole.box_min).max() <= step_m
+    assert np.abs(sampled.box_max - whole.box_max).max() <= step_m
+    np.testing.assert_array_equal(mask_points(mask, depth, intr, erode_px=0,
+                                              max_pixels=4800), full)
+
+
 def test_empty_mask_gives_none(intr):
     depth, _ = box_scene()
     pts = mask_points(np.zeros((H, W), np.uint8), depth, intr)

@@ -19,6 +19,7 @@ pytest.importorskip("stamp_ros.msg")
 from node_harness import image_msg
 from test_pipeline import job, make_pipeline, run, segmenter  # noqa: F401 (fixture)
 
+from stamp_ros.pipeline.tracking_step import TRACKED_LIFT_PIXELS
 from stamp_ros.ros.objects3d import ObjectLifter
 from stamp_ros.ros.tracking import TrackStream
 from stamp_ros.testing.scenes import PanScene, texture
@@ -121,7 +122,8 @@ def test_new_query_forgets_the_tracks_and_ids_go_on(tracking):
 
 def test_tracked_objects_get_3d_from_the_frames_depth(tracking):
     """With aligned depth and CameraInfo every tracked frame's objects carry their 3D: a wall
-    2 m away gives centroids at z = 2 m in the frame's optical frame."""
+    2 m away gives centroids at z = 2 m in the frame's optical frame, from a grid of at most
+    TRACKED_LIFT_PIXELS of each object's pixels."""
     from sensor_msgs.msg import CameraInfo
 
     from stamp_ros.testing.images import array_to_image_msg
@@ -137,13 +139,17 @@ def test_tracked_objects_get_3d_from_the_frames_depth(tracking):
         depth = array_to_image_msg(np.full((480, 640), 2000, np.uint16), "16UC1", msg.header)
         camera.depth.append(depth)
         frames.append(camera.frames.put(msg))
-    answer(pipeline, camera, frames[0])
+    answered = answer(pipeline, camera, frames[0])
     stream.process(camera, frames[2])
     (tracked,) = camera.outputs["tracks"].messages
     assert tracked.instances
     for inst in tracked.instances:
         assert inst.has_3d and inst.frame_id_3d == "cam" and inst.num_points > 0
         assert abs(inst.centroid.z - 2.0) < 1e-3
+    # every pixel of the answered frame's objects; a grid of at most TRACKED_LIFT_PIXELS of
+    # each tracked one (all of them took 260 ms per frame for large objects)
+    assert min(inst.num_points for inst in answered.instances) > TRACKED_LIFT_PIXELS
+    assert all(inst.num_points <= TRACKED_LIFT_PIXELS for inst in tracked.instances)
 
 
 def test_answers_across_a_resolution_change_and_a_track_max_side_change_are_successes(

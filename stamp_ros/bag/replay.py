@@ -503,12 +503,13 @@ class Replayer:
         self.summary.engine_s += time.monotonic() - t_start
         return _Answered(seg, rgb, result, t_start)
 
-    def lift_3d(self, header: Any, masks: list) -> Lift3D:
+    def lift_3d(self, header: Any, masks: list, max_pixels: int | None = None) -> Lift3D:
         """The node's 3D step (objects3d.ObjectLifter.lift_masks without tf2: camera frame),
-        with the same per-object reasons when there is no 3D (answers and tracked frames)."""
+        with the same per-object reasons when there is no 3D (answers and tracked frames;
+        ``max_pixels`` as there)."""
         lift = lift_frame(header, masks, list(self.depth),
                           self.camera_info, depth_max_skew=self.cfg.depth_max_skew,
-                          depth_scale=self.cfg.depth_scale)
+                          depth_scale=self.cfg.depth_scale, max_pixels=max_pixels)
         skewed = [r.text for r in lift.reasons if r is not None and r.kind == "depth_skew"]
         if skewed and not self._depth_warned:
             logger.warning("3D withheld: %s; results of such frames have no 3D", skewed[0])

@@ -44,10 +44,13 @@ class ObjectLifter:
         return lift
 
     def lift_masks(self, camera: Camera, header: Any, masks: list, *, depth_max_skew: float,
-                   depth_scale: float, target_frame: str) -> Lift3D:
-        """:meth:`lift` without publishing (also used for every tracked frame)."""
+                   depth_scale: float, target_frame: str,
+                   max_pixels: int | None = None) -> Lift3D:
+        """:meth:`lift` without publishing (also used for every tracked frame, sampling each
+        object on at most ``max_pixels`` depth pixels)."""
         lift = lift_frame(header, masks, list(camera.depth), camera.camera_info,
-                          depth_max_skew=depth_max_skew, depth_scale=depth_scale)
+                          depth_max_skew=depth_max_skew, depth_scale=depth_scale,
+                          max_pixels=max_pixels)
         reasons = {r.kind: r.text for r in lift.reasons if r is not None}
         if "depth_skew" in reasons:
             self._warn(f"camera {camera.label}: 3D withheld: {reasons['depth_skew']}")

@@ -244,11 +244,11 @@ class TrackStream:
                else image_msg_to_rgb(msg))
         state.tracker.config = tracker_config(self._param)
 
-        def lift(header: Any, masks: list) -> Any:
+        def lift(header: Any, masks: list, max_pixels: int | None) -> Any:
             return self._lifter.lift_masks(
                 camera, header, masks, depth_max_skew=float(self._param("depth_max_skew")),
                 depth_scale=float(self._param("depth_scale")),
-                target_frame=str(self._param("target_frame")))
+                target_frame=str(self._param("target_frame")), max_pixels=max_pixels)
 
         tracked = track_frame(state.tracker, frame.seq, rgb, msg.header, query=state.query,
                               model=str(self._param("model")), lift=lift, kit=rclpy_kit(),

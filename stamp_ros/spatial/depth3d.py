@@ -99,9 +99,12 @@ class Lift3D:
 
 
 def lift_frame(header: Any, masks: Sequence[np.ndarray], depth_msgs: Sequence[Any],
-               camera_info: Any, *, depth_max_skew: float, depth_scale: float) -> Lift3D:
+               camera_info: Any, *, depth_max_skew: float, depth_scale: float,
+               max_pixels: int | None = None) -> Lift3D:
     """Pair the frame with its depth image and lift every mask, or say why not (camera optical
-    frame; :func:`transform_objects` moves the result)."""
+    frame; :func:`transform_objects` moves the result). ``max_pixels``: each mask's points are
+    sampled on a grid of at most that many (:func:`~stamp_ros.spatial.geometry.mask_points`;
+    None: every pixel)."""
     count = len(masks)
     if not depth_msgs:
         return Lift3D.withheld(count, status3d.no_depth())
@@ -124,7 +127,7 @@ def lift_frame(header: Any, masks: Sequence[np.ndarray], depth_msgs: Sequence[An
         return Lift3D.withheld(count, status3d.depth_unusable(str(exc)))
     lift = Lift3D([], [], [], [], header.frame_id, depth_msg)
     for mask in masks:
-        points = mask_points(mask, depth_m, intrinsics)
+        points = mask_points(mask, depth_m, intrinsics, max_pixels=max_pixels)
         obj = summarise_points(points)
         lift.objects.append(obj)
         lift.points.append(points)

@@ -176,19 +176,18 @@ def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _erode_axis(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """1-D erosion along ``axis`` in O(pixels) whatever the radius (window sums of holes)."""
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
+    """1-D erosion along ``axis``: the AND of the ``2 radius + 1`` shifted copies (the radius
+    is a few pixels; boolean ANDs of the whole crop cost less than window sums in int32)."""
     # Edge-replicate: the frame border is not an object boundary, so an object cut off by
     # the image edge should not lose extra pixels there.
-    holes = np.pad(~mask, pad, mode="edge").astype(np.int32)
-    c = np.cumsum(holes, axis=axis)
-    c = np.concatenate([np.zeros_like(c.take([0], axis=axis)), c], axis=axis)
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (radius, radius)
+    padded = np.moveaxis(np.pad(mask, pad, mode="edge"), axis, 0)
     n = mask.shape[axis]
-    win = c.take(np.arange(2 * radius + 1, n + 2 * radius + 1), axis=axis) - c.take(
-        np.arange(0, n), axis=axis
-    )
-    return win == 0
+    out = padded[:n].copy()
+    for k in range(1, 2 * radius + 1):
+        out &= padded[k:k + n]
+    return np.moveaxis(out, 0, axis)
 
 
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -207,6 +206,7 @@ def mask_points(
     outlier_mad: float | None = 3.0,
     max_points: int | None = None,
     mad_floor_m: float = 0.01,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Back-project the masked depth pixels to an (N, 3) float32 array of optical-frame points.
 
@@ -227,7 +227,11 @@ def mask_points(
     depth image are scaled to it, since they cannot be right for the depth pixels otherwise.
     ``max_points`` thins the result with evenly spaced indices -- deterministic, so the same
     frame always publishes the same cloud, and spatially uniform since pixels are in raster
-    order.
+    order. ``max_pixels`` instead samples the eroded mask before anything is computed, on
+    every ``step``-th row and column of the image (the smallest step that leaves at most
+    ``max_pixels``): the cost of a large object is then bounded, and its centroid and box
+    (from a regular grid over all of it) differ from the full ones by about a step's
+    footprint at most, as the tracked frames need (one lift per object per camera frame).
     """
     depth = np.asarray(depth_m)
     if depth.ndim == 3 and depth.shape[2] == 1:
@@ -266,6 +270,11 @@ def mask_points(
             break
 
     z_crop = depth[r0:r1, c0:c1]
+    step, ro, co = 1, 0, 0  # every pixel, or every step-th row and column of the image
+    if max_pixels is not None and (count := int(np.count_nonzero(sub))) > max_pixels:
+        step = int(np.ceil(np.sqrt(count / max(int(max_pixels), 1))))
+        ro, co = (-r0) % step, (-c0) % step
+        sub, z_crop = sub[ro::step, co::step], z_crop[ro::step, co::step]
     with np.errstate(invalid="ignore"):
         valid = sub & np.isfinite(z_crop) & (z_crop >= min_depth) & (z_crop <= max_depth)
     v, u = np.nonzero(valid)
@@ -284,8 +293,8 @@ def mask_points(
         idx = np.round(np.linspace(0, z.size - 1, int(max_points))).astype(np.intp)
         v, u, z = v[idx], u[idx], z[idx]
 
-    x = (u + c0 - intr.cx) * z / intr.fx
-    y = (v + r0 - intr.cy) * z / intr.fy
+    x = (u * step + (co + c0) - intr.cx) * z / intr.fx
+    y = (v * step + (ro + r0) - intr.cy) * z / intr.fy
     return np.stack([x, y, z], axis=1).astype(np.float32)
 
 
@@ -324,14 +333,19 @@ def summarise_points(points: np.ndarray, min_points: int = MIN_POINTS) -> Object
     a planner must be able to tell "no depth on this object" from "object at the origin".
     Non-finite rows are ignored so a caller's own points cannot poison the mean.
     """
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    p = p[np.isfinite(p).all(axis=1)]
+    p = np.asarray(points).reshape(-1, 3)
+    if not np.isfinite(p).all():
+        p = p[np.isfinite(p).all(axis=1)]
     if p.shape[0] < max(int(min_points), 1):
         return None
-    box_min = p.min(axis=0)
-    box_max = p.max(axis=0)
+    # one contiguous row per axis, in the points' own precision (the lift's float32), the
+    # mean accumulated in float64: reducing the (N, 3) rows directly, or a float64 copy of
+    # them, cost 10 ms for 90k points, this 0.7 ms (the tracked frames lift every object)
+    axes = np.ascontiguousarray(p.T)
+    box_min = axes.min(axis=1).astype(np.float64)
+    box_max = axes.max(axis=1).astype(np.float64)
     return Object3D(
-        centroid=p.mean(axis=0),
+        centroid=axes.mean(axis=1, dtype=np.float64),
         box_min=box_min,
         box_max=box_max,
         size=box_max - box_min,
