@@ -37,7 +37,7 @@ from stamp_ros.tracking import (
 )
 from stamp_ros.tracking.image import WorkingFrame
 from stamp_ros.tracking.reacquire import Template, find
-from stamp_ros.tracking.visibility import near_points, visible_part
+from stamp_ros.tracking.visibility import changed, near_points, visible_part
 
 BACKGROUND = texture(480, 640, seed=5, contrast=0.6)
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "horses.jpg"
@@ -218,10 +218,11 @@ def test_a_part_is_found_only_where_something_came_into_sight():
     now = WorkingFrame(view(161), (w, h))  # 35% of it out on the pillar's right
     guess = motion.identity()
     guess[:2, 2] = (141 + 3, 2)  # its motion, a few pixels off
-    found = find(template, now, guess, 30.0, 1.0, before=view(110))  # lost wholly behind
+    # lost wholly behind the pillar
+    found = find(template, now, guess, 30.0, 1.0, changed_since=changed(view(110), now.grey))
     assert found is not None and found.in_part
     assert np.allclose(found.transform[:2, 2], (141, 0), atol=1.0)
-    assert find(template, now, guess, 30.0, 1.0, before=now.grey) is None
+    assert find(template, now, guess, 30.0, 1.0, changed_since=changed(now.grey, now.grey)) is None
 
 
 def test_fit_translation_ignores_points_stuck_on_the_occluder():

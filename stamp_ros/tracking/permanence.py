@@ -35,6 +35,7 @@ from stamp_ros.tracking.state import (
     TrackEvent,
 )
 from stamp_ros.tracking.track import Answered, Outbox, Track
+from stamp_ros.tracking.visibility import changed
 
 ACCEL = 400.0
 """Image Kalman filter: acceleration noise (working px/s^2)."""
@@ -284,14 +285,15 @@ class Permanence:
                 # in part only where its own motion is trusted (PREDICTED): a strip of it is
                 # weak evidence anywhere a position does not back it
                 found = find(t.template, frame, guess, radius, self.config.fb_threshold,
-                             self._before(t, seq, size) if t.state == PREDICTED else None)
+                             self._changed_since_lost(t, seq, frame)
+                             if t.state == PREDICTED else None)
                 how = "where its motion put it"
             elif self._left_on_its_own(t):
                 t.next_try = seq + REACQUIRE_EVERY
-                before = self._before(t, seq, size)
-                found = None if before is None else next(filter(None, (
+                fresh = self._changed_since_lost(t, seq, frame)
+                found = None if fresh is None else next(filter(None, (
                     find(t.template, frame, guess, ENTRY_RADIUS * radius,
-                         self.config.fb_threshold, before)
+                         self.config.fb_threshold, fresh)
                     for guess in entering(t.template, frame))), None)
                 if found is not None:  # no prediction to be near: as near as can be
                     centre = motion.apply(found.transform, t.template.centre[None])[0]
@@ -321,14 +323,17 @@ class Permanence:
             self._take_back(t, found, seq, frame, now, (), how=how)
         return self.merge_young(tracks, seq, frame, now)
 
-    def _before(self, t: Track, seq: int, size: tuple[int, int]) -> np.ndarray | None:
-        """The frame ``t`` was lost on, moved by the camera's motion since onto frame ``seq``
-        (None without it, or across a scene change)."""
+    def _changed_since_lost(self, t: Track, seq: int, frame: WorkingFrame
+                            ) -> np.ndarray | None:
+        """Where ``frame`` (frame ``seq``) differs from the frame ``t`` was lost on, moved by
+        the camera's motion since (:func:`.visibility.changed`; computed once per look, for
+        every place tried); None without that frame, or across a scene change."""
         camera = self.scene.between(t.hidden_seq, seq)
-        if t.hidden_grey is None or camera is None or t.hidden_grey.shape[::-1] != size:
+        if t.hidden_grey is None or camera is None or t.hidden_grey.shape != frame.grey.shape:
             return None
-        return cv2.warpAffine(t.hidden_grey, camera[:2], size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return changed(cv2.warpAffine(t.hidden_grey, camera[:2], frame.size,
+                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+                       frame.grey)
 
     def _left_on_its_own(self, t: Track) -> bool:
         """Out of view by its own motion (not the camera's): it may come back across any

@@ -41,7 +41,6 @@ from stamp_ros.tracking.image import WorkingFrame
 from stamp_ros.tracking.visibility import (
     MIN_IN_SIGHT,
     POINT_REACH,
-    changed,
     near_points,
     part_in_sight,
     visible_part,
@@ -165,13 +164,13 @@ class Found:
 
 
 def find(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: float,
-         fb_threshold: float, before: np.ndarray | None = None) -> Found | None:
+         fb_threshold: float, changed_since: np.ndarray | None = None) -> Found | None:
     """The template on ``frame``, starting from ``guess`` (template frame -> this frame, the
     predicted motion), at most ``radius`` working px from where the guess puts its centre;
-    None unless every check of the module docstring passes (or, given ``before``, the frame
-    the track was lost on aligned with this one, for an object seen in part, those of
-    :func:`_in_part`)."""
-    in_part = before is not None
+    None unless every check of the module docstring passes (or, given ``changed_since``, where
+    ``frame`` differs from the frame the track was lost on, :func:`.visibility.changed`, for an
+    object seen in part, those of :func:`_in_part`)."""
+    in_part = changed_since is not None
     if template.grey.shape != frame.grey.shape:
         return None
     pts = template.pts
@@ -193,8 +192,8 @@ def find(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: flo
     centre = template.centre[None].astype(np.float32)
     expected = motion.apply(guess, centre)
     if best is None:
-        return next(filter(None, (_in_part(template, frame, start, expected, radius, before)
-                                  for start in strips)), None)
+        return next(filter(None, (_in_part(template, frame, start, expected, radius,
+                                           changed_since) for start in strips)), None)
     fit, ok, new = best
     t = fit.transform
     scale = motion.scale_of(t)
@@ -212,14 +211,15 @@ def find(template: Template, frame: WorkingFrame, guess: np.ndarray, radius: flo
 
 
 def _in_part(template: Template, frame: WorkingFrame, start: np.ndarray, expected: np.ndarray,
-             radius: float, before: np.ndarray) -> Found | None:
+             radius: float, changed_since: np.ndarray) -> Found | None:
     """An object seen in part (coming out from behind something, or into the image), where too
     few of its stored corners can be followed (a 15-px strip of a 60-px object holds two or
     three of them, and their Lucas-Kanade windows reach onto what hides the rest): ``start``
     (a strip of the stored view correlating at least PART_ZNCC, :func:`_strips`) must put it
     within ``radius`` of ``expected``; the part of its core that came into sight there (agrees
-    with the stored view, :mod:`.visibility`, and differs from ``before``, the frame the track
-    was lost on, aligned with this one) must be at least MIN_NEW of the core and correlate
+    with the stored view, :mod:`.visibility`, and lies in ``changed_since``, where the frame
+    differs from the one the track was lost on) must be at least MIN_NEW of the core and
+    correlate
     with the stored view at least PART_ZNCC; the stored corners on it that follow the stored
     view consistently place it to under a pixel; it is carried on at least MIN_PART_POINTS
     corners, and at least MIN_IN_SIGHT of it is in sight as the track will measure it
@@ -229,7 +229,7 @@ def _in_part(template: Template, frame: WorkingFrame, start: np.ndarray, expecte
     size = frame.size
     seen, _ = visible_part(template.grey, template.small, start, frame.grey)
     # a patch of the occluder that agrees with the stored view was there all along
-    new = motion.warp_mask(template.core, start, size) & seen & changed(before, frame.grey)
+    new = motion.warp_mask(template.core, start, size) & seen & changed_since
     if cv2.countNonZero(new) < MIN_NEW * max(1, cv2.countNonZero(template.core)):
         return None
     inside = motion.apply(start, template.pts)

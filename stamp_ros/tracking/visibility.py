@@ -27,6 +27,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stamp_ros.tracking import motion
+
 DIFF = 24
 """Grey levels (after the offset) above which a pixel of the warped key view and the frame
 disagree: a textured object tracked to within a pixel stays under ~15 after the blur; an
@@ -135,6 +137,5 @@ def part_in_sight(key_grey: np.ndarray, key_small: np.ndarray, core: np.ndarray,
     seen, _ = visible_part(key_grey, key_small, transform, grey)
     if cv2.countNonZero(seen) < WHOLE_IN_SIGHT * whole * scale2:
         seen &= near_points(pts, (w, h), POINT_REACH * float(np.sqrt(whole * scale2)))
-    moved_core = cv2.warpAffine(core, transform[:2], (w, h), flags=cv2.INTER_NEAREST)
-    inside = cv2.countNonZero(seen & moved_core)
+    inside = cv2.countNonZero(seen & motion.warp_mask(core, transform, (w, h)))
     return seen, min(1.0, inside / max(1.0, whole_core * scale2))
